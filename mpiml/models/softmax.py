@@ -1,0 +1,61 @@
+"""Multinomial (softmax) logistic regression on labels 0..K-1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import LinearModel, _check_positive_int, class_indices
+
+
+class SoftmaxRegression(LinearModel):
+    """Multinomial logistic regression with one weight row per class (K rows, as scikit-learn).
+
+    Per row, with scores ``Z_i = W x_i + b`` (K values) and class ``y_i`` in 0..K-1::
+
+        loss_i = logsumexp(Z_i) - Z_i[y_i],    dloss_i/dZ_i = softmax(Z_i) - onehot(y_i)
+
+    computed after subtracting each row's maximum score, so nothing overflows. The K-row
+    parameterisation has a flat direction without L2 penalty; with ``alpha > 0`` the optimum is
+    unique and equals scikit-learn's ``LogisticRegression(C=1 / (N * alpha))``.
+    """
+
+    kind = "softmax"
+    _repr_fields = ("n_features", "n_classes", "fit_intercept", "alpha", "l1_ratio")
+
+    def __init__(self, n_features, n_classes, fit_intercept=True, alpha=0.0, l1_ratio=0.0):
+        n_classes = _check_positive_int("n_classes", n_classes)
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be at least 2; got {n_classes}")
+        super().__init__(n_features, fit_intercept, alpha, l1_ratio, n_outputs=n_classes)
+        self.n_classes = n_classes
+
+    def _shifted_log_partition(self, scores):
+        """Scores minus each row's maximum (in place) and their row-wise log-sum-exp."""
+        scores -= scores.max(axis=1, keepdims=True)
+        exp_scores = np.exp(scores)
+        return exp_scores, np.log(exp_scores.sum(axis=1))
+
+    def _loss_sum(self, scores, y):
+        labels = class_indices(y, self.n_classes)
+        _, log_partition = self._shifted_log_partition(scores)
+        rows = np.arange(len(labels))
+        return float(log_partition.sum() - scores[rows, labels].sum())
+
+    def _loss_and_dz(self, scores, y):
+        labels = class_indices(y, self.n_classes)
+        exp_scores, log_partition = self._shifted_log_partition(scores)
+        rows = np.arange(len(labels))
+        loss = float(log_partition.sum() - scores[rows, labels].sum())
+        probabilities = exp_scores
+        probabilities /= np.exp(log_partition)[:, None]
+        probabilities[rows, labels] -= 1.0
+        return loss, probabilities
+
+    def predict_proba(self, params, X):
+        """Class probabilities, shape ``(n, K)``."""
+        exp_scores, log_partition = self._shifted_log_partition(self.decision_function(params, X))
+        return exp_scores / np.exp(log_partition)[:, None]
+
+    def predict(self, params, X):
+        """Class indices 0..K-1 (int64) of the largest score."""
+        return np.argmax(self.decision_function(params, X), axis=1).astype(np.int64)
