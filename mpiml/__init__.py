@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "allreduce": "mpiml.collectives",
     "broadcast": "mpiml.collectives",
+    "load_shard": "mpiml.data",
+    "row_range": "mpiml.data",
     "run_spmd": "mpiml.spmd",
 }
 

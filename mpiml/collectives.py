@@ -21,6 +21,8 @@ one rank and then copied; tree: partners combine in rank order).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 ALGORITHMS = ("native", "ring", "tree", "auto")
@@ -193,6 +195,82 @@ def _tree_allreduce(flat: np.ndarray, comm, combine) -> None:
             comm.Send(flat, dest=rank - 1, tag=_TAG_TREE)
         else:
             comm.Recv(flat, source=rank + 1, tag=_TAG_TREE)
+
+
+class PendingAllreduce:
+    """An allreduce in flight; :meth:`wait` blocks until ``buf`` holds the result and returns it.
+
+    ``native`` uses ``MPI_Iallreduce``; ``ring`` and ``tree`` run the blocking algorithm in a
+    helper thread (MPI is initialised with MPI_THREAD_MULTIPLE by mpi4py). Either way the caller
+    must not start another collective on ``comm`` before :meth:`wait` returns.
+    """
+
+    def __init__(self, buf: np.ndarray, request=None, thread: threading.Thread | None = None,
+                 errors: list | None = None):
+        self.buf, self._request, self._thread, self._errors = buf, request, thread, errors
+
+    def wait(self) -> np.ndarray:
+        if self._request is not None:
+            self._request.Wait()
+        if self._thread is not None:
+            self._thread.join()
+            if self._errors:
+                raise self._errors[0]
+        return self.buf
+
+
+def start_allreduce(buf: np.ndarray, comm=None, op: str = "sum", algorithm: str = "auto", *,
+                    ring_threshold: int = DEFAULT_RING_THRESHOLD) -> PendingAllreduce:
+    """Start :func:`allreduce` without waiting for it (for overlapping communication with
+    computation). Buffers must already agree in length across ranks: no validation probe."""
+    _check_buffer(buf, op, algorithm)
+    comm = world(comm)
+    size = comm.Get_size()
+    if size == 1 or buf.size == 0:
+        return PendingAllreduce(buf)
+    if algorithm == "auto":
+        algorithm = "ring" if buf.nbytes >= ring_threshold and buf.size >= size else "native"
+    if algorithm == "native":
+        MPI = _mpi()
+        mpi_op = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
+        return PendingAllreduce(buf, request=comm.Iallreduce(MPI.IN_PLACE, buf.reshape(-1),
+                                                             op=mpi_op))
+    if _mpi().Query_thread() < _mpi().THREAD_MULTIPLE:
+        raise RuntimeError(f"non-blocking {algorithm} allreduce needs MPI_THREAD_MULTIPLE; "
+                           "use algorithm 'native'")
+    errors: list[BaseException] = []
+    reduce = _ring_allreduce if algorithm == "ring" else _tree_allreduce
+
+    def run():
+        try:
+            reduce(buf.reshape(-1), comm, _NUMPY_OPS[op])
+        except BaseException as exc:  # noqa: BLE001 -- re-raised in wait()
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="mpiml-allreduce", daemon=True)
+    thread.start()
+    return PendingAllreduce(buf, thread=thread, errors=errors)
+
+
+def gather_rows(local: np.ndarray, comm=None, root: int = 0) -> np.ndarray | None:
+    """Concatenate every rank's rows (1-D or 2-D C-contiguous array) on ``root``, in rank order.
+
+    Returns the stacked array on ``root`` and None elsewhere. For results sized like the data's
+    row count (predictions), not for the data itself.
+    """
+    comm = world(comm)
+    local = np.ascontiguousarray(local)
+    counts = comm.allgather(local.size)
+    shapes = comm.allgather(local.shape[1:])
+    if len(set(shapes)) != 1:
+        raise CollectiveError(f"gather_rows: trailing shapes differ across ranks: {shapes}")
+    if comm.Get_rank() != root:
+        comm.Gatherv(local, None, root=root)
+        return None
+    out = np.empty((sum(counts) // max(1, int(np.prod(shapes[0]))),) + tuple(shapes[0]),
+                   dtype=local.dtype)
+    comm.Gatherv(local, (out, counts), root=root)
+    return out
 
 
 def broadcast(buf: np.ndarray, comm=None, root: int = 0) -> np.ndarray:

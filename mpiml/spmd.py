@@ -5,6 +5,10 @@ collective forever (measured with MPICH and Open MPI; ../shared notes). :func:`r
 ``python -m mpi4py``: ``SystemExit`` keeps its code, ``KeyboardInterrupt`` becomes 130, any other
 exception prints one message naming the rank and becomes 1; a non-zero code calls ``comm.Abort``,
 which tears down every rank. Library functions only raise; entry points call this.
+
+An error that every rank raised together (``collectives.raise_together`` marks it) needs no abort:
+no rank is left waiting in a collective. Rank 0 prints it once and every rank exits normally with
+the code; aborting would let another rank kill rank 0 before its message is out.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def run_spmd(main: Callable[[], int | None], comm=None) -> int:
     except BaseException as exc:  # noqa: BLE001 -- the point is to catch everything
         rank, size = collectives.rank_and_size(comm)
         _report(exc, rank, size)
+        if getattr(exc, "raised_on_all_ranks", False):
+            sys.exit(EXIT_ERROR)
         code = EXIT_ERROR
     if code == 0:
         return 0

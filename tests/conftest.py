@@ -3,6 +3,8 @@ and (with --fail-on-skip, as `make test` runs it) turn any skipped test into a f
 
 import json
 import os
+import shutil
+import tempfile
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -28,6 +30,14 @@ def _mpi_rank() -> int:
         if var in os.environ:
             return int(os.environ[var])
     return 0
+
+
+def pytest_configure(config):
+    """Under mpiexec, ranks above 0 get their own temporary base: otherwise every rank's pytest
+    sweeps the same /tmp/pytest-of-USER directories at once and trips over the others."""
+    if _mpi_rank() > 0 and config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix=f"mpiml-pytest-rank{_mpi_rank()}-")
+        config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -1,4 +1,4 @@
-"""Benchmark and demo scripts keep working (smoke runs; their numbers live in docs/benchmarks.md)."""
+"""Benchmark scripts keep working (smoke runs; their numbers live in docs/benchmarks.md)."""
 
 import sys
 

@@ -1,0 +1,142 @@
+"""The training CLI: ``mpirun -n N python -m mpiml.train CONFIG [--set section.key=value ...]``.
+
+Rank 0 reads and checks the config and broadcasts it, so every rank trains with the same resolved
+config even if the file changes meanwhile. Only rank 0 prints and writes: ``config.yaml``,
+``metrics.jsonl`` and ``model.h5`` in ``output.dir``. Any rank's exception ends the whole job
+through :func:`mpiml.run_spmd` (exit 1; configuration and data errors are printed once).
+
+Exit codes: 0 success, 1 error, 130 interrupted, and ``EXIT_STOPPED`` (75) reserved for "stopped
+on a signal after writing a checkpoint" (the job can be resumed).
+"""
+
+import os
+
+# One BLAS thread per rank unless the user says otherwise: ranks already fill the cores. Set
+# before numpy is imported, which starts the BLAS thread pools.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from . import collectives, config  # noqa: E402
+from .spmd import run_spmd  # noqa: E402
+
+EXIT_STOPPED = 75
+
+
+class RunLog:
+    """Rank 0's record of a run: one JSON line per record in metrics.jsonl, and a short line on
+    stdout (one ``write`` per line so lines from launchers do not interleave)."""
+
+    def __init__(self, path: Path | None, quiet: bool = False):
+        self.path, self.quiet = path, quiet
+        self.start = time.perf_counter()
+        self._file = open(path, "a") if path is not None else None
+
+    def __call__(self, record: dict) -> None:
+        if self._file is None:
+            return
+        record = {"time_s": round(time.perf_counter() - self.start, 4), **record}
+        self._file.write(json.dumps(record, default=str) + "\n")
+        self._file.flush()
+        if not self.quiet:
+            sys.stdout.write(_format(record) + "\n")
+            sys.stdout.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _format(record: dict) -> str:
+    parts = []
+    for key, value in record.items():
+        if isinstance(value, dict):
+            parts.extend(f"{key}.{k}={_short(v)}" for k, v in value.items())
+        elif key not in ("compute_s", "comm_s", "bytes_reduced"):
+            parts.append(f"{key}={_short(value)}")
+    return "  ".join(parts)
+
+
+def _short(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m mpiml.train", description="Train a model on the ranks of an MPI job.")
+    parser.add_argument("config", nargs="?", help="YAML config file")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable), e.g. --set optimizer.lr=0.1")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (defaults if no file) and exit")
+    parser.add_argument("--quiet", action="store_true", help="no per-step lines on stdout")
+    args = parser.parse_args(argv)
+    if args.config is None and not args.print_config:
+        parser.error("a config file is required (or --print-config)")
+    return args
+
+
+def resolve_config(args, comm) -> config.Config:
+    """Rank 0 reads the config; every rank gets the same one, or the same error."""
+    resolved, error = None, None
+    if comm.Get_rank() == 0:
+        try:
+            resolved = config.load(args.config, args.set).to_dict()
+        except config.ConfigError as exc:
+            error = exc
+    collectives.raise_together(error, comm)
+    return config.from_dict(collectives.broadcast_object(resolved, comm))
+
+
+def train(args, comm=None) -> int:
+    """Run training as the CLI does, on the ranks of ``comm``; returns the exit code."""
+    from .modelio import save_model
+    from .trainer import Trainer
+
+    comm = collectives.world(comm)
+    resolved = resolve_config(args, comm)
+    is_root = comm.Get_rank() == 0
+    out_dir = Path(resolved.output.dir)
+    if is_root:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(config.dump(resolved))
+    log = RunLog(out_dir / "metrics.jsonl" if is_root else None, quiet=args.quiet)
+    try:
+        trainer = Trainer(resolved, comm, log)
+        log({"event": "start", "ranks": comm.Get_size(), "rows": trainer.shard.n_total,
+             "features": trainer.shard.n_features, "model": resolved.model.kind,
+             "optimizer": resolved.optimizer.name, "mode": resolved.comm.mode})
+        result = trainer.fit()
+        if is_root:
+            save_model(out_dir / "model.h5", result.model, result.params, result.classes,
+                       config.dump(resolved), scaler=result.scaler)
+        log({"event": "done", "steps": result.steps, "epochs": result.epochs_done,
+             "stopped_early": result.stopped_early, "test": result.final_metrics,
+             "model": str(out_dir / "model.h5")})
+    finally:
+        log.close()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.print_config:
+        if args.config is None and not args.set:
+            sys.stdout.write(config.dump(config.Config()))
+            return 0
+        try:
+            sys.stdout.write(config.dump(config.load(args.config, args.set)))
+        except config.ConfigError as exc:
+            sys.stderr.write(f"mpiml: error: {exc}\n")
+            return 1
+        return 0
+    return run_spmd(lambda: train(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

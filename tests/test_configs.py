@@ -1,0 +1,55 @@
+"""Every example config in configs/ trains on 2 ranks and reaches an asserted result.
+
+The data each config names is generated (or taken from scikit-learn's bundled sets) into a
+temporary directory with the command its header documents; paths are redirected with --set.
+"""
+
+import json
+import sys
+
+import pytest
+from launch import ROOT, run, run_mpi
+
+DATA_COMMANDS = {
+    "quickstart.h5": ["synth", "--task", "binary", "--rows", "20000", "--features", "20",
+                      "--test-rows", "5000", "--seed", "0"],
+    "regression.h5": ["synth", "--task", "regression", "--rows", "50000", "--features", "30",
+                      "--noise", "0.5", "--test-rows", "10000", "--seed", "1"],
+    "breast_cancer.h5": ["example", "breast_cancer"],
+    "digits.h5": ["example", "digits"],
+}
+
+# config -> (data file, metric, lowest acceptable value)
+EXPECTED = {
+    "quickstart": ("quickstart.h5", "accuracy", 0.88),
+    "linear_regression": ("regression.h5", "r2", 0.85),
+    "logistic_breast_cancer": ("breast_cancer.h5", "accuracy", 0.94),
+    "softmax_digits": ("digits.h5", "accuracy", 0.95),
+    "linear_svm": ("breast_cancer.h5", "accuracy", 0.93),
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("data")
+    for name, command in DATA_COMMANDS.items():
+        job = run([sys.executable, "-m", "mpiml.data", *command, str(directory / name)],
+                  timeout=120)
+        assert job.returncode == 0, job.output
+    return directory
+
+
+def test_every_config_is_covered():
+    assert sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_config_trains_to_expected_quality(name, data_dir, tmp_path):
+    data_file, metric, minimum = EXPECTED[name]
+    path = str(data_dir / data_file)
+    job = run_mpi(2, ["-m", "mpiml.train", str(ROOT / "configs" / f"{name}.yaml"), "--quiet",
+                      "--set", f"data.train={path}", "--set", f"data.test={path}",
+                      "--set", f"output.dir={tmp_path}"], timeout=300)
+    assert job.returncode == 0, job.output
+    done = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert done["test"][metric] >= minimum, done["test"]

@@ -1,0 +1,114 @@
+"""`python -m mpiml.train` and `python -m mpiml.predict` as users run them, under real launchers."""
+
+import json
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from datasets import make_problem, write_dense
+from launch import needs_openmpi, run, run_mpi
+
+
+@pytest.fixture
+def binary_file(tmp_path):
+    X, y = make_problem("binary", 1200, 6, seed=5)
+    path = tmp_path / "binary.h5"
+    write_dense(path, X[:1000], y[:1000], X[1000:], y[1000:])
+    return path
+
+
+def write_config(tmp_path, binary_file, **sections):
+    raw = {"data": {"train": str(binary_file), "test": str(binary_file)},
+           "model": {"kind": "logistic", "alpha": 0.001},
+           "optimizer": {"name": "sgd", "lr": 0.5},
+           "train": {"epochs": 3, "batch_size": 64, "log_every": 5},
+           "output": {"dir": str(tmp_path / "run")}}
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(("mpi", "nprocs"), [("mpich", 2), ("mpich", 3), ("openmpi", 2)])
+def test_training_job_writes_config_metrics_and_model(tmp_path, binary_file, mpi, nprocs):
+    needs_openmpi(mpi)
+    cfg = write_config(tmp_path, binary_file)
+    job = run_mpi(nprocs, ["-m", "mpiml.train", str(cfg)], timeout=120, mpi=mpi)
+    assert job.returncode == 0, job.output
+    run_dir = tmp_path / "run"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "start" and records[0]["ranks"] == nprocs
+    done = records[-1]
+    assert done["event"] == "done" and done["steps"] == 3 * 16
+    assert done["test"]["accuracy"] > 0.8
+    assert sum(1 for r in records if "loss" in r) == 3 * 16 // 5
+    assert all(r["bytes_reduced"] > 0 for r in records if "loss" in r)
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr"] == 0.5
+    with h5py.File(run_dir / "model.h5") as model:
+        assert model.attrs["kind"] == "logistic" and model["params"].shape == (7,)
+    assert job.output.count("event=done") == 1, "only rank 0 prints"
+
+
+def test_predict_matches_training_accuracy(tmp_path, binary_file):
+    cfg = write_config(tmp_path, binary_file)
+    assert run_mpi(2, ["-m", "mpiml.train", str(cfg), "--quiet"], timeout=120).returncode == 0
+    out = tmp_path / "pred.h5"
+    job = run_mpi(3, ["-m", "mpiml.predict", str(tmp_path / "run" / "model.h5"),
+                      str(binary_file), "--x", "X_test", "--out", str(out)], timeout=120)
+    assert job.returncode == 0, job.output
+    records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    accuracy = json.loads(records[-1])["test"]["accuracy"]
+    with h5py.File(out) as pred, h5py.File(binary_file) as src:
+        assert pred["prediction"].shape == (200,) and pred["proba"].shape == (200, 2)
+        assert np.mean(pred["prediction"][()] == src["y_test"][()]) == pytest.approx(accuracy)
+        np.testing.assert_allclose(pred["proba"][()].sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optimizer.lrr=0.1", "did you mean 'lr'?"),
+    ("data.train=/nonexistent/file.h5", "/nonexistent/file.h5"),
+    ("data.x=features", "features"),
+])
+def test_bad_input_ends_every_rank_with_one_clear_message(tmp_path, binary_file, override,
+                                                          message):
+    cfg = write_config(tmp_path, binary_file)
+    job = run_mpi(3, ["-m", "mpiml.train", str(cfg), "--set", override], timeout=60)
+    assert not job.timed_out and job.returncode != 0, job.output
+    assert job.seconds < 20
+    assert message in job.output
+    assert job.output.count("mpiml: error:") == 1, job.output
+
+
+def test_print_config_shows_defaults():
+    job = run([sys.executable, "-m", "mpiml.train", "--print-config"], timeout=60)
+    assert job.returncode == 0
+    assert yaml.safe_load(job.output)["comm"]["mode"] == "sync"
+
+
+def first_logged_loss(run_dir):
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            return record["loss"]
+    raise AssertionError("no loss logged")
+
+
+def test_warm_start_continues_from_saved_model_and_rejects_mismatch(tmp_path, binary_file):
+    cfg = write_config(tmp_path, binary_file, train={"log_every": 1, "epochs": 1})
+    assert run_mpi(2, ["-m", "mpiml.train", str(cfg), "--quiet"], timeout=120).returncode == 0
+    saved = tmp_path / "run" / "model.h5"
+    cold = first_logged_loss(tmp_path / "run")
+    warm_dir = tmp_path / "warm"
+    job = run_mpi(3, ["-m", "mpiml.train", str(cfg), "--quiet", "--set", f"model.init_from={saved}",
+                      "--set", f"output.dir={warm_dir}"], timeout=120)
+    assert job.returncode == 0, job.output
+    warm = first_logged_loss(warm_dir)
+    assert cold == pytest.approx(np.log(2), rel=0.05) and warm < 0.6 * cold, (cold, warm)
+    job = run_mpi(2, ["-m", "mpiml.train", str(cfg), "--set", f"model.init_from={saved}",
+                      "--set", "model.kind=svm", "--set", f"output.dir={tmp_path / 'x'}"],
+                  timeout=60)
+    assert job.returncode == 1 and "does not match this run: kind logistic (config: svm)" in (
+        job.output), job.output
