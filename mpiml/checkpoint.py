@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,9 +94,26 @@ def save(directory, checkpoint: Checkpoint, keep: int | None = None, fault=None)
     finally:
         tmp.unlink(missing_ok=True)
     if keep is not None:
-        for old in list_checkpoints(directory)[:-keep]:
+        others = [p for p in list_checkpoints(directory) if p != final]
+        for old in others[:max(len(others) - (keep - 1), 0)]:
             old.unlink(missing_ok=True)
     return final
+
+
+def set_aside(directory) -> Path | None:
+    """Move every checkpoint in ``directory`` into a new ``replaced-<UTC time>/`` subdirectory
+    (a fresh start in a directory that holds another run's checkpoints: nothing is deleted, and
+    a later ``--resume auto`` cannot pick up the old run). Returns that subdirectory, if any."""
+    found = list_checkpoints(directory)
+    if not found:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = Path(directory) / f"replaced-{stamp}"
+    target.mkdir(exist_ok=True)
+    for path in found:
+        os.replace(path, target / path.name)
+    _fsync_directory(Path(directory))
+    return target
 
 
 def list_checkpoints(directory) -> list[Path]:

@@ -273,6 +273,40 @@ def gather_rows(local: np.ndarray, comm=None, root: int = 0) -> np.ndarray | Non
     return out
 
 
+class HeartbeatChannel:
+    """Liveness messages to rank 0 on a duplicate of ``comm`` (so they never match the
+    training's own messages), for the stall watchdog: every rank sends its step now and then;
+    rank 0 collects them without blocking. Creating and :meth:`close` are collective."""
+
+    _TAG = 19
+
+    def __init__(self, comm=None):
+        self.comm = world(comm).Dup()
+        self.usable = _mpi().Query_thread() >= _mpi().THREAD_MULTIPLE
+
+    def send(self, report) -> None:
+        """Tell rank 0 this rank's small status object (non-blocking; never waited for)."""
+        if self.usable and self.comm.Get_rank() != 0:
+            self.comm.isend(report, dest=0, tag=self._TAG).Free()
+
+    def receive(self) -> dict:
+        """On rank 0: the newest report from each rank heard from since the last call."""
+        heard: dict = {}
+        if not self.usable or self.comm.Get_rank() != 0:
+            return heard
+        status = _mpi().Status()
+        while self.comm.iprobe(source=_mpi().ANY_SOURCE, tag=self._TAG, status=status):
+            heard[status.Get_source()] = self.comm.recv(source=status.Get_source(),
+                                                        tag=self._TAG)
+        return heard
+
+    def abort(self, code: int) -> None:
+        self.comm.Abort(code)
+
+    def close(self) -> None:
+        self.comm.Free()
+
+
 def broadcast(buf: np.ndarray, comm=None, root: int = 0) -> np.ndarray:
     """Copy ``buf`` from ``root`` to every rank of ``comm``, in place, and return it."""
     if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous or not buf.flags.writeable:

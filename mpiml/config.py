@@ -113,6 +113,33 @@ class CommConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """When rank 0 writes a checkpoint (atomically) and what a restarted job resumes from."""
+
+    dir: str | None = knob(None, "checkpoint directory (null: `<output.dir>/checkpoints`); "
+                                 "on a cluster it must be on a shared filesystem")
+    every_steps: int | None = knob(None, "write every this many steps (null: off)")
+    every_seconds: float | None = knob(300.0, "write when this much time passed since the last "
+                                              "one (agreed by all ranks; null: off)")
+    keep: int = knob(3, "checkpoints kept (the newest)")
+    at_end: bool = knob(True, "write one when training ends")
+    resume: str = knob("auto", "auto (newest valid checkpoint, else a fresh start), never, "
+                               "or the path of a checkpoint file; `--resume` overrides it")
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Guards against failures that would otherwise hang a job or silently corrupt it."""
+
+    stall_seconds: float | None = knob(600.0, "abort the job if a step makes no progress for "
+                                              "this long (a stalled or stopped rank); null: off")
+    check_every: int | None = knob(1000, "steps between replica consistency checks (hash of "
+                                         "the parameters compared across ranks); null: off")
+    stop_grace_seconds: float = knob(120.0, "after SIGTERM/SIGUSR1, exit hard if the job "
+                                            "has not stopped cleanly within this time")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where rank 0 writes config.yaml, metrics.jsonl and model.h5."""
 
@@ -126,6 +153,8 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     comm: CommConfig = field(default_factory=CommConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,11 +202,18 @@ RANGES = {
     ("train", "min_delta"): (0.0, None),
     ("comm", "ring_threshold"): (0, None),
     ("comm", "local_steps"): (1, None),
+    ("checkpoint", "every_steps"): (1, None),
+    ("checkpoint", "every_seconds"): (0.0, None),
+    ("checkpoint", "keep"): (1, None),
+    ("fault", "stall_seconds"): (0.0, None),
+    ("fault", "check_every"): (1, None),
+    ("fault", "stop_grace_seconds"): (0.0, None),
 }
 STRICTLY_POSITIVE = {("optimizer", "lr")}
 _SECTION_CLASSES = {
     "data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
-    "train": TrainConfig, "comm": CommConfig, "output": OutputConfig,
+    "train": TrainConfig, "comm": CommConfig, "checkpoint": CheckpointConfig,
+    "fault": FaultConfig, "output": OutputConfig,
 }
 
 
@@ -253,6 +289,27 @@ def from_dict(raw: dict | None) -> Config:
     config = Config(**sections)
     _check_consistency(config)
     return config
+
+
+#: Keys that must not change when a run resumes from a checkpoint: they define the model, the
+#: data it sees, or the meaning of the position stored in the checkpoint.
+RESUME_LOCKED = (
+    "data.train", "data.x", "data.y", "data.dtype", "data.standardize",
+    "model.kind", "model.fit_intercept", "model.alpha", "model.l1_ratio", "model.loss",
+    "optimizer.name", "train.batch_size", "train.seed", "comm.mode", "comm.local_steps",
+)
+
+
+def resume_conflicts(saved: dict, current: Config) -> list[str]:
+    """``section.key: saved -> current`` for every RESUME_LOCKED key that differs."""
+    now = current.to_dict()
+    conflicts = []
+    for dotted in RESUME_LOCKED:
+        section, key = dotted.split(".")
+        before, after = saved.get(section, {}).get(key), now[section][key]
+        if before != after:
+            conflicts.append(f"{dotted}: {before!r} -> {after!r}")
+    return conflicts
 
 
 def _check_consistency(config: Config) -> None:

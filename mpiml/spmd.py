@@ -20,6 +20,9 @@ from collections.abc import Callable
 from . import collectives
 
 EXIT_ERROR = 1
+#: Stopped on a signal (SIGTERM / SIGUSR1) after writing a checkpoint: resume the job.
+#: 75 is EX_TEMPFAIL in sysexits.h ("try again later").
+EXIT_STOPPED = 75
 EXIT_INTERRUPTED = 130
 
 
@@ -55,6 +58,8 @@ def run_spmd(main: Callable[[], int | None], comm=None) -> int:
         code = 0 if result is None else int(result)
     except SystemExit as exc:
         code = _exit_code(exc)
+        if getattr(exc, "raised_on_all_ranks", False):
+            sys.exit(code)  # every rank leaves with the same code: nobody waits, no abort
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except BaseException as exc:  # noqa: BLE001 -- the point is to catch everything

@@ -5,8 +5,12 @@ config even if the file changes meanwhile. Only rank 0 prints and writes: ``conf
 ``metrics.jsonl`` and ``model.h5`` in ``output.dir``. Any rank's exception ends the whole job
 through :func:`mpiml.run_spmd` (exit 1; configuration and data errors are printed once).
 
-Exit codes: 0 success, 1 error, 130 interrupted, and ``EXIT_STOPPED`` (75) reserved for "stopped
-on a signal after writing a checkpoint" (the job can be resumed).
+SIGTERM and SIGUSR1 (Slurm time limits, preemption) make every rank stop at the next step
+boundary; rank 0 writes a checkpoint and the job exits with ``EXIT_STOPPED`` (75). A restarted job
+resumes from the newest valid checkpoint (``--resume auto``, the default).
+
+Exit codes: 0 success, 1 error, 75 stopped on a signal after writing a checkpoint, 130
+interrupted.
 """
 
 import os
@@ -16,16 +20,23 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+if __name__ == "__main__":
+    # Block the stop signals before numpy or MPI start threads, so that every later thread
+    # inherits the mask and one listener thread receives them (see mpiml.signals).
+    from mpiml.signals import StopRequests
+
+    STOP_REQUESTS = StopRequests().block_and_listen()
+
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from . import collectives, config  # noqa: E402
-from .spmd import run_spmd  # noqa: E402
+from . import collectives, config, faults  # noqa: E402
+from .spmd import EXIT_STOPPED, run_spmd  # noqa: E402
 
-EXIT_STOPPED = 75
+__all__ = ["EXIT_STOPPED", "main", "train"]
 
 
 class RunLog:
@@ -75,6 +86,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (defaults if no file) and exit")
     parser.add_argument("--quiet", action="store_true", help="no per-step lines on stdout")
+    parser.add_argument("--resume", metavar="auto|never|PATH",
+                        help="resume from the newest valid checkpoint (auto, the default), start "
+                             "fresh (never), or resume from one checkpoint file")
     args = parser.parse_args(argv)
     if args.config is None and not args.print_config:
         parser.error("a config file is required (or --print-config)")
@@ -93,21 +107,31 @@ def resolve_config(args, comm) -> config.Config:
     return config.from_dict(collectives.broadcast_object(resolved, comm))
 
 
-def train(args, comm=None) -> int:
-    """Run training as the CLI does, on the ranks of ``comm``; returns the exit code."""
+def train(args, comm=None, stop=None) -> int:
+    """Run training as the CLI does, on the ranks of ``comm``; returns the exit code.
+
+    ``stop``: the :class:`mpiml.signals.StopRequests` fed by SIGTERM/SIGUSR1 (the CLI's).
+    """
     from .modelio import save_model
     from .trainer import Trainer
+    from .watchdog import StallWatchdog
 
     comm = collectives.world(comm)
     resolved = resolve_config(args, comm)
+    fault = faults.from_env()
+    if stop is not None:
+        stop.grace_seconds = resolved.fault.stop_grace_seconds
     is_root = comm.Get_rank() == 0
     out_dir = Path(resolved.output.dir)
     if is_root:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(config.dump(resolved))
     log = RunLog(out_dir / "metrics.jsonl" if is_root else None, quiet=args.quiet)
+    watchdog = None
     try:
-        trainer = Trainer(resolved, comm, log)
+        trainer = Trainer(resolved, comm, log, stop=stop, fault=fault, resume=args.resume)
+        if resolved.fault.stall_seconds is not None:  # armed once the data are loaded
+            watchdog = trainer.watchdog = StallWatchdog(resolved.fault.stall_seconds, comm)
         log({"event": "start", "ranks": comm.Get_size(), "rows": trainer.shard.n_total,
              "features": trainer.shard.n_features, "model": resolved.model.kind,
              "optimizer": resolved.optimizer.name, "mode": resolved.comm.mode})
@@ -118,8 +142,15 @@ def train(args, comm=None) -> int:
         log({"event": "done", "steps": result.steps, "epochs": result.epochs_done,
              "stopped_early": result.stopped_early, "test": result.final_metrics,
              "model": str(out_dir / "model.h5")})
+        if watchdog is not None:
+            watchdog.close()
+            watchdog = None
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         log.close()
+        if stop is not None:
+            stop.finished()
     return 0
 
 
@@ -135,7 +166,7 @@ def main(argv=None) -> int:
             sys.stderr.write(f"mpiml: error: {exc}\n")
             return 1
         return 0
-    return run_spmd(lambda: train(args))
+    return run_spmd(lambda: train(args, stop=globals().get("STOP_REQUESTS")))
 
 
 if __name__ == "__main__":

@@ -93,3 +93,21 @@ def test_a_foreign_hdf5_file_is_refused(tmp_path):
         out["params"] = np.zeros(3)
     with pytest.raises(CheckpointError, match="incomplete"):
         checkpoint.load(path)
+
+
+def test_retention_never_deletes_the_checkpoint_just_written(tmp_path):
+    for step in (10, 20, 30):
+        checkpoint.save(tmp_path, sample(step), keep=2)
+    written = checkpoint.save(tmp_path, sample(5), keep=2)
+    assert written.exists()
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [
+        "ckpt-0000000005.h5", "ckpt-0000000030.h5"]
+
+
+def test_set_aside_moves_old_checkpoints_into_a_subdirectory(tmp_path):
+    for step in (1, 2):
+        checkpoint.save(tmp_path, sample(step))
+    moved = checkpoint.set_aside(tmp_path)
+    assert checkpoint.list_checkpoints(tmp_path) == []
+    assert sorted(p.name for p in moved.iterdir()) == ["ckpt-0000000001.h5", "ckpt-0000000002.h5"]
+    assert checkpoint.set_aside(tmp_path) is None

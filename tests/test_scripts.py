@@ -11,3 +11,10 @@ def test_bench_allreduce_quick_prints_a_table_per_rank_count():
     assert job.returncode == 0, job.output
     assert "### 2 ranks" in job.output and "### 3 ranks" in job.output
     assert job.output.count("| 1 MiB |") == 2, job.output
+
+
+def test_bench_checkpoint_prints_a_row_per_size():
+    job = run([sys.executable, str(ROOT / "scripts" / "bench_checkpoint.py"), "--sizes-mb", "1",
+               "2", "--repeats", "1"], timeout=120)
+    assert job.returncode == 0, job.output
+    assert "| 1 MB |" in job.output and "| 2 MB |" in job.output

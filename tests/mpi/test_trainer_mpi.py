@@ -33,8 +33,12 @@ def problem_file(comm, mpi_tmp_path):
     return write
 
 
+NO_CHECKPOINTS = {"every_seconds": None, "at_end": False, "resume": "never"}
+
+
 def fit(path, communicator, **sections):
-    raw = {"data": {"train": path}, "train": {"log_every": 10**6}}
+    raw = {"data": {"train": path}, "train": {"log_every": 10**6},
+           "checkpoint": dict(NO_CHECKPOINTS), "fault": {"check_every": 7}}
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return Trainer(config.from_dict(raw), communicator).fit()
@@ -91,10 +95,11 @@ def test_minibatch_sgd_follows_the_same_global_batches(comm, problem_file, name)
 def objective(path, params, comm):
     """The full training objective at ``params`` (one fused reduction, as the trainer does)."""
     trainer = Trainer(config.from_dict({"data": {"train": path},
-                                        "model": {"kind": "logistic", "alpha": 0.01}}), comm)
+                                        "model": {"kind": "logistic", "alpha": 0.01},
+                                        "checkpoint": NO_CHECKPOINTS}), comm)
     n = trainer.model.n_params
-    sums = np.empty(n + 2)
-    trainer._local_sums(params, None, sums)
+    sums = np.empty(n + 4)
+    trainer._local_sums(params, None, sums, step=0)
     comm.Allreduce(MPI.IN_PLACE, sums)
     grad = np.empty(n)
     return trainer._objective_from_sums(sums, params, grad)
