@@ -51,12 +51,16 @@ class ModelConfig:
     """The model and its penalty: J = mean loss + alpha (l1_ratio |w|_1 + (1-l1_ratio)/2 |w|^2)."""
 
     kind: str = knob("logistic", "linear (squared loss), logistic (binary), softmax "
-                                 "(multiclass) or svm (binary, linear)")
+                                 "(multiclass), svm (binary, linear), mlp_classifier, "
+                                 "mlp_regressor, kmeans (see `kmeans`), hgbt_classifier or "
+                                 "hgbt_regressor (see `hgbt`)")
     fit_intercept: bool = knob(True, "learn an intercept (never penalised)")
     alpha: float = knob(0.0, "penalty strength")
     l1_ratio: float = knob(0.0, "share of L1 in the penalty (L1 by proximal steps; not with "
                                 "lbfgs)")
     loss: str = knob("hinge", "svm only: hinge or squared_hinge")
+    hidden: tuple[int, ...] = knob((64,), "mlp: widths of the hidden layers, e.g. [128, 64]")
+    activation: str = knob("relu", "mlp: relu (He init) or tanh (Glorot init)")
     init_from: str | None = knob(None, "a saved model.h5 to continue training from")
 
 
@@ -113,6 +117,29 @@ class CommConfig:
 
 
 @dataclass(frozen=True)
+class KMeansConfig:
+    """K-Means (model.kind: kmeans): k-means++ seeding, Lloyd or mini-batch iterations."""
+
+    n_clusters: int = knob(8, "number of clusters")
+    max_iter: int = knob(300, "Lloyd iterations (mini-batch: epochs)")
+    tol: float = knob(1e-4, "stop when the squared centre shift is below tol x mean variance")
+    batch_size: int | None = knob(None, "global mini-batch size (null: full-batch Lloyd)")
+
+
+@dataclass(frozen=True)
+class HGBTConfig:
+    """Histogram gradient-boosted trees (model.kind: hgbt_classifier | hgbt_regressor).
+    A single decision tree is n_estimators 1 with learning_rate 1."""
+
+    n_estimators: int = knob(100, "boosting rounds")
+    learning_rate: float = knob(0.1, "shrinkage of each tree's leaf values")
+    max_depth: int = knob(6, "depth of each tree")
+    min_samples_leaf: int = knob(20, "fewest rows a leaf may have")
+    l2: float = knob(1.0, "L2 regularisation of leaf values")
+    max_bins: int = knob(255, "histogram bins per feature (at most 255)")
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     """When rank 0 writes a checkpoint (atomically) and what a restarted job resumes from."""
 
@@ -153,12 +180,17 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     comm: CommConfig = field(default_factory=CommConfig)
+    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
+    hgbt: HGBTConfig = field(default_factory=HGBTConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested plain dicts, tuples as lists (so YAML and JSON round trips compare equal)."""
+        return {section: {key: list(value) if isinstance(value, tuple) else value
+                          for key, value in values.items()}
+                for section, values in dataclasses.asdict(self).items()}
 
     def digest(self) -> str:
         """SHA-256 of the resolved config (stable key order), for checkpoints and run records."""
@@ -166,12 +198,16 @@ class Config:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-MODEL_KINDS = ("linear", "logistic", "softmax", "svm")
+LINEAR_KINDS = ("linear", "logistic", "softmax", "svm")
+MLP_KINDS = ("mlp_classifier", "mlp_regressor")
+HGBT_KINDS = ("hgbt_classifier", "hgbt_regressor")
+MODEL_KINDS = LINEAR_KINDS + MLP_KINDS + ("kmeans",) + HGBT_KINDS
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adagrad", "gd", "lbfgs")
 CHOICES = {
     ("data", "dtype"): (None, "float32", "float64"),
     ("model", "kind"): MODEL_KINDS,
     ("model", "loss"): ("hinge", "squared_hinge"),
+    ("model", "activation"): ("relu", "tanh"),
     ("optimizer", "name"): OPTIMIZER_NAMES,
     ("optimizer", "schedule"): ("constant", "step", "cosine", "invscaling"),
     ("comm", "mode"): ("sync", "overlap", "local_sgd"),
@@ -202,6 +238,16 @@ RANGES = {
     ("train", "min_delta"): (0.0, None),
     ("comm", "ring_threshold"): (0, None),
     ("comm", "local_steps"): (1, None),
+    ("kmeans", "n_clusters"): (1, None),
+    ("kmeans", "max_iter"): (1, None),
+    ("kmeans", "tol"): (0.0, None),
+    ("kmeans", "batch_size"): (1, None),
+    ("hgbt", "n_estimators"): (1, None),
+    ("hgbt", "learning_rate"): (0.0, None),
+    ("hgbt", "max_depth"): (1, None),
+    ("hgbt", "min_samples_leaf"): (1, None),
+    ("hgbt", "l2"): (0.0, None),
+    ("hgbt", "max_bins"): (2, 255),
     ("checkpoint", "every_steps"): (1, None),
     ("checkpoint", "every_seconds"): (0.0, None),
     ("checkpoint", "keep"): (1, None),
@@ -212,7 +258,8 @@ RANGES = {
 STRICTLY_POSITIVE = {("optimizer", "lr")}
 _SECTION_CLASSES = {
     "data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
-    "train": TrainConfig, "comm": CommConfig, "checkpoint": CheckpointConfig,
+    "train": TrainConfig, "comm": CommConfig, "kmeans": KMeansConfig, "hgbt": HGBTConfig,
+    "checkpoint": CheckpointConfig,
     "fault": FaultConfig, "output": OutputConfig,
 }
 
@@ -251,6 +298,13 @@ def _coerce(section: str, key: str, value, type_text: str):
     elif base == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string; got {value!r}")
+    elif base == "tuple[int, ...]":
+        if (not isinstance(value, (list, tuple)) or not value
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                           for v in value)):
+            raise ConfigError(f"{where} must be a non-empty list of positive integers; "
+                              f"got {value!r}")
+        value = tuple(value)
     choices = CHOICES.get((section, key))
     if choices is not None and value not in choices:
         shown = ", ".join("null" if c is None else c for c in choices)
@@ -296,6 +350,8 @@ def from_dict(raw: dict | None) -> Config:
 RESUME_LOCKED = (
     "data.train", "data.x", "data.y", "data.dtype", "data.standardize",
     "model.kind", "model.fit_intercept", "model.alpha", "model.l1_ratio", "model.loss",
+    "model.hidden", "model.activation", "kmeans.n_clusters", "kmeans.batch_size",
+    "hgbt.learning_rate", "hgbt.max_depth", "hgbt.min_samples_leaf", "hgbt.l2", "hgbt.max_bins",
     "optimizer.name", "train.batch_size", "train.seed", "comm.mode", "comm.local_steps",
 )
 
@@ -320,6 +376,9 @@ def _check_consistency(config: Config) -> None:
         if config.comm.mode != "sync":
             raise ConfigError(f"optimizer.name lbfgs needs comm.mode sync; got "
                               f"{config.comm.mode!r}")
+    if config.model.kind in ("kmeans",) + HGBT_KINDS and config.comm.mode != "sync":
+        raise ConfigError(f"model.kind {config.model.kind} has its own loop: comm.mode must be "
+                          f"sync; got {config.comm.mode!r}")
     if config.optimizer.schedule == "step" and config.optimizer.step_size is None:
         raise ConfigError("optimizer.schedule step needs optimizer.step_size")
 
@@ -367,7 +426,8 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"{exc}{where}") from None
 
 
-_TYPE_WORDS = {"str": "string", "int": "integer", "float": "number", "bool": "true or false"}
+_TYPE_WORDS = {"str": "string", "int": "integer", "float": "number", "bool": "true or false",
+               "tuple[int, ...]": "list of integers"}
 
 
 def reference_markdown() -> str:

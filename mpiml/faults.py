@@ -2,7 +2,8 @@
 
     MPIML_FAULT="rank=1,step=37,at=before_allreduce,action=kill"
 
-``at``: ``before_allreduce`` (in step ``step``, before its allreduce), ``during_checkpoint``
+``at``: ``before_allreduce`` (in step ``step``, before its allreduce; K-Means and boosted trees:
+after iteration or round ``step``, before the allreduce that follows it), ``during_checkpoint``
 (half-way through writing the checkpoint of step ``step``; rank 0 writes, so use rank=0) or
 ``after_checkpoint``. ``action``: ``kill`` (SIGKILL itself), ``raise`` (an exception), ``hang``
 (stop making progress, for the stall watchdog), ``nan`` (poison this rank's gradient, for the

@@ -123,6 +123,16 @@ def _assign(X, x_norms: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np
     return labels, distances
 
 
+def assign(X, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest of ``centers`` for every row of ``X`` and the squared distance (no MPI)."""
+    return _assign(X, _row_norms(X), np.asarray(centers, dtype=np.float64))
+
+
+def nearest_center(X, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest of ``centers`` for every row of ``X`` (prediction; no MPI)."""
+    return assign(X, centers)[0]
+
+
 def _fill_statistics(buf: np.ndarray, X, labels: np.ndarray, distances: np.ndarray,
                      k: int) -> None:
     """``buf`` = [per-cluster sums of rows (k*d) | counts (k) | sum of squared distances]."""

@@ -1,8 +1,9 @@
 """Distributed prediction: ``mpirun -n N python -m mpiml.predict MODEL.h5 DATA.h5 --out PRED.h5``.
 
 Rank 0 reads the model and broadcasts it; every rank predicts its own rows of DATA.h5; rank 0
-gathers the predictions in row order and writes ``prediction`` (original class labels or values)
-and, for probabilistic classifiers, ``proba`` (n x K) to PRED.h5.
+gathers the predictions in row order and writes ``prediction`` (original class labels, values or
+cluster indices) and, for probabilistic classifiers, ``proba`` (n x K) to PRED.h5. Every model
+kind works: linear models, MLPs, K-Means, boosted trees.
 """
 
 import os
@@ -23,38 +24,29 @@ def predict(model_path, data_path, out_path, x: str = "X", comm=None) -> None:
     import h5py
     import numpy as np
 
-    from . import data, scaling
-    from .modelio import load_model, model_options
-    from .models import make_model
+    from . import data
+    from .modelio import load_model
 
     comm = collectives.world(comm)
-    loaded, error = None, None
+    saved, error = None, None
     if comm.Get_rank() == 0:
         try:
             saved = load_model(model_path)
-            loaded = (saved.model.kind, saved.model.n_features, int(saved.attrs["n_classes"]),
-                      model_options(saved.model), saved.params, saved.classes, saved.scaler)
         except (OSError, ValueError, KeyError) as exc:
             error = exc
     collectives.raise_together(error, comm)
-    kind, n_features, n_classes, options, params, classes, scaler = (
-        collectives.broadcast_object(loaded, comm))
-    model = make_model(kind, n_features, n_classes=n_classes, **options)
+    saved = collectives.broadcast_object(saved, comm)
     shard = data.load_shard(data_path, comm, x=x, y=None)
     mismatch = None
-    if shard.n_features != n_features:
+    if shard.n_features != saved.n_features:
         mismatch = ValueError(f"{data_path}:{x} has {shard.n_features} features; the model "
-                              f"{model_path} expects {n_features}")
+                              f"{model_path} expects {saved.n_features}")
     collectives.raise_together(mismatch, comm)
-    if scaler is not None:
-        scaling.apply_scaler(shard.X, *scaler)
-    predicted = model.predict(params, shard.X)
-    if classes is not None:
-        predicted = np.asarray(classes)[predicted]
-    predicted = collectives.gather_rows(np.ascontiguousarray(predicted), comm)
-    proba = None
-    if hasattr(model, "predict_proba"):
-        proba = collectives.gather_rows(model.predict_proba(params, shard.X), comm)
+    X = saved.transform(shard.X)
+    predicted = collectives.gather_rows(np.ascontiguousarray(saved.predict(X)), comm)
+    proba = saved.predict_proba(X)
+    if proba is not None:
+        proba = collectives.gather_rows(proba, comm)
     if comm.Get_rank() == 0:
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +55,7 @@ def predict(model_path, data_path, out_path, x: str = "X", comm=None) -> None:
             out.create_dataset("prediction", data=predicted)
             if proba is not None:
                 out.create_dataset("proba", data=proba)
-            out.attrs.update(model=str(model_path), data=str(data_path), x=x)
+            out.attrs.update(model=str(model_path), data=str(data_path), x=x, kind=saved.kind)
         os.replace(tmp, out_path)
 
 

@@ -147,7 +147,9 @@ class Recovery:
             shape, dtype = layout[name]
             array = found.arrays[name] if found is not None else np.empty(shape, dtype)
             array = np.array(array, order="C")  # keeps 0-d arrays 0-d (ascontiguousarray won't)
-            if array.size and array.dtype.kind in "fiub":
+            if array.dtype.kind == "O":
+                raise CheckpointError(f"checkpoint array {name} holds Python objects")
+            if array.size:  # any fixed-size dtype (numbers, bools, bytes) travels as raw bytes
                 collectives.broadcast(array.reshape(-1).view(np.uint8), self.comm)
             arrays[name] = array
         return Checkpoint(step, arrays, meta)

@@ -113,7 +113,6 @@ def train(args, comm=None, stop=None) -> int:
     ``stop``: the :class:`mpiml.signals.StopRequests` fed by SIGTERM/SIGUSR1 (the CLI's).
     """
     from .modelio import save_model
-    from .trainer import Trainer
     from .watchdog import StallWatchdog
 
     comm = collectives.world(comm)
@@ -129,18 +128,15 @@ def train(args, comm=None, stop=None) -> int:
     log = RunLog(out_dir / "metrics.jsonl" if is_root else None, quiet=args.quiet)
     watchdog = None
     try:
-        trainer = Trainer(resolved, comm, log, stop=stop, fault=fault, resume=args.resume)
-        if resolved.fault.stall_seconds is not None:  # armed once the data are loaded
-            watchdog = trainer.watchdog = StallWatchdog(resolved.fault.stall_seconds, comm)
-        log({"event": "start", "ranks": comm.Get_size(), "rows": trainer.shard.n_total,
-             "features": trainer.shard.n_features, "model": resolved.model.kind,
+        if resolved.fault.stall_seconds is not None:
+            watchdog = StallWatchdog(resolved.fault.stall_seconds, comm)  # armed at step 1
+        log({"event": "start", "ranks": comm.Get_size(), "model": resolved.model.kind,
              "optimizer": resolved.optimizer.name, "mode": resolved.comm.mode})
-        result = trainer.fit()
+        saved, steps, final, stopped_early = fit(resolved, comm, log, stop, fault, args.resume,
+                                                 watchdog)
         if is_root:
-            save_model(out_dir / "model.h5", result.model, result.params, result.classes,
-                       config.dump(resolved), scaler=result.scaler)
-        log({"event": "done", "steps": result.steps, "epochs": result.epochs_done,
-             "stopped_early": result.stopped_early, "test": result.final_metrics,
+            save_model(out_dir / "model.h5", saved, config.dump(resolved))
+        log({"event": "done", "steps": steps, "stopped_early": stopped_early, "test": final,
              "model": str(out_dir / "model.h5")})
         if watchdog is not None:
             watchdog.close()
@@ -152,6 +148,30 @@ def train(args, comm=None, stop=None) -> int:
         if stop is not None:
             stop.finished()
     return 0
+
+
+def fit(resolved: config.Config, comm, log, stop=None, fault=None, resume=None, watchdog=None):
+    """Train the configured model; returns (SavedModel, steps, final metrics, stopped early)."""
+    from .modelio import SavedModel
+
+    kind = resolved.model.kind
+    if kind == "kmeans" or kind in config.HGBT_KINDS:
+        from .runners import run_hgbt, run_kmeans
+
+        runner = run_kmeans if kind == "kmeans" else run_hgbt
+        outcome = runner(resolved, comm, log, stop=stop, fault=fault, resume=resume,
+                         watchdog=watchdog)
+        return outcome.saved, outcome.steps, outcome.final_metrics, outcome.stopped_early
+    from .trainer import Trainer
+
+    trainer = Trainer(resolved, comm, log, stop=stop, fault=fault, resume=resume,
+                      watchdog=watchdog)
+    result = trainer.fit()
+    model = result.model
+    saved = SavedModel(model.kind, model.n_features, {"params": result.params}, model.options(),
+                       n_classes=getattr(model, "n_classes", None) or 2, classes=result.classes,
+                       scaler=result.scaler)
+    return saved, result.steps, result.final_metrics, result.stopped_early
 
 
 def main(argv=None) -> int:

@@ -33,14 +33,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import expit
 
-from . import collectives, data, metrics, scaling
+from . import collectives, data
 from .checkpoint import Checkpoint
-from .config import Config, ConfigError
+from .config import Config
 from .models import make_model
 from .optim import lbfgs, make_optimizer, make_schedule
 from .recovery import Recovery
+from .rundata import evaluate, load_run_data
 
-TASKS = {"linear": "regression", "logistic": "binary", "svm": "binary", "softmax": "multiclass"}
+TASKS = {"linear": "regression", "logistic": "binary", "svm": "binary", "softmax": "multiclass",
+         "mlp_classifier": "multiclass", "mlp_regressor": "regression"}
 DEFAULT_LBFGS_ITERATIONS = 500
 CONTROL_SLOTS = 4  # loss_sum, n_rows, stop votes, checkpoint votes
 
@@ -145,45 +147,18 @@ class Trainer:
     # -- set-up ----------------------------------------------------------------------------
 
     def _load_data(self) -> None:
-        cfg = self.config.data
-        if not cfg.train:
-            raise ConfigError("data.train is empty: give the HDF5 file to train on")
         self.task = TASKS[self.config.model.kind]
-        self.shard = data.load_shard(cfg.train, self.comm, x=cfg.x, y=cfg.y, dtype=cfg.dtype,
-                                     task=self.task)
-        self.classes = getattr(self.shard, "classes", None)
-        self.test = None
-        if cfg.test:
-            test = data.load_shard(cfg.test, self.comm, x=cfg.test_x, y=cfg.test_y,
-                                   dtype=cfg.dtype, task="regression")
-            if test.n_features != self.shard.n_features:
-                raise ConfigError(f"test set {cfg.test}:{cfg.test_x} has {test.n_features} "
-                                  f"features; the training set has {self.shard.n_features}")
-            if self.classes is not None:
-                test.y = self._map_test_labels(test.y)
-            self.test = test
-        self.scaler = None
-        if cfg.standardize:
-            self.scaler = scaling.fit_scaler(self.shard.X, self.comm)
-            for part in (self.shard, self.test):
-                if part is not None:
-                    scaling.apply_scaler(part.X, *self.scaler)
-
-    def _map_test_labels(self, raw: np.ndarray) -> np.ndarray:
-        """Test labels -> training class indices; a label unseen in training is an error."""
-        index = np.searchsorted(self.classes, raw)
-        index = np.clip(index, 0, len(self.classes) - 1)
-        unknown = self.classes[index] != raw
-        error = None
-        if unknown.any():
-            error = ValueError(f"test set {self.config.data.test}: label {raw[unknown][0]!r} "
-                               f"does not occur in the training labels {list(self.classes)}")
-        collectives.raise_together(error, self.comm)
-        return index
+        self.run_data = load_run_data(self.config, self.comm, self.task)
+        self.shard, self.test = self.run_data.shard, self.run_data.test
+        self.classes, self.scaler = self.run_data.classes, self.run_data.scaler
 
     def _build_model(self) -> None:
         cfg = self.config.model
-        options = dict(fit_intercept=cfg.fit_intercept, alpha=cfg.alpha, l1_ratio=cfg.l1_ratio)
+        if cfg.kind.startswith("mlp_"):
+            options = dict(hidden=cfg.hidden, activation=cfg.activation, alpha=cfg.alpha)
+        else:
+            options = dict(fit_intercept=cfg.fit_intercept, alpha=cfg.alpha,
+                           l1_ratio=cfg.l1_ratio)
         if cfg.kind == "svm":
             options["loss"] = cfg.loss
         n_classes = len(self.classes) if self.classes is not None else 2
@@ -202,16 +177,17 @@ class Trainer:
             try:
                 saved = load_model(path)
                 problems = []
-                if saved.model.kind != self.model.kind:
-                    problems.append(f"kind {saved.model.kind} (config: {self.model.kind})")
-                if saved.model.n_features != self.model.n_features:
-                    problems.append(f"{saved.model.n_features} features "
+                if saved.kind != self.model.kind:
+                    problems.append(f"kind {saved.kind} (config: {self.model.kind})")
+                if saved.n_features != self.model.n_features:
+                    problems.append(f"{saved.n_features} features "
                                     f"(data: {self.model.n_features})")
                 if (self.classes is not None and (saved.classes is None or not np.array_equal(
                         saved.classes, self.classes))):
                     problems.append(f"classes {saved.classes} (data: {self.classes})")
-                if saved.model.fit_intercept != self.model.fit_intercept:
-                    problems.append(f"fit_intercept={saved.model.fit_intercept}")
+                if not problems and saved.params.shape != self.params.shape:
+                    problems.append(f"{saved.params.size} parameters (config: "
+                                    f"{self.params.size}; options {saved.options})")
                 if problems:
                     raise ValueError(f"model.init_from {path} does not match this run: "
                                      + "; ".join(problems))
@@ -275,25 +251,20 @@ class Trainer:
 
     def evaluate(self, params=None) -> dict[str, float]:
         """Metrics on the test set (collective; identical on every rank). Empty without one."""
-        if self.test is None:
-            return {}
         params = self.params if params is None else params
-        if self.task == "regression":
-            stats = metrics.regression_stats(
-                self.model.predict(params, self.test.X).astype(np.float64), self.test.y)
-            return metrics.regression_metrics(self._allreduce(stats))
         if hasattr(self.model, "predict_proba"):
-            proba = self.model.predict_proba(params, self.test.X)
+            def proba(X):
+                return self.model.predict_proba(params, X)
         else:
-            # linear SVM: no probabilities. A sigmoid of the margin ranks rows exactly as the
-            # margin does (so ROC-AUC is right) and predicts the same class; log-loss of it would
-            # mean nothing and is dropped.
-            positive = expit(self.model.decision_function(params, self.test.X))
-            proba = np.column_stack([1.0 - positive, positive])
-        stats = metrics.classification_stats(proba, self.test.y)
-        result = metrics.classification_metrics(self._allreduce(stats), len(self.classes))
+            def proba(X):
+                # linear SVM: no probabilities. A sigmoid of the margin ranks rows exactly as
+                # the margin does (so ROC-AUC is right) and predicts the same class.
+                positive = expit(self.model.decision_function(params, X))
+                return np.column_stack([1.0 - positive, positive])
+        result = evaluate(self.run_data, lambda X: self.model.predict(params, X), proba,
+                          self._allreduce)
         if not hasattr(self.model, "predict_proba"):
-            result.pop("log_loss", None)
+            result.pop("log_loss", None)  # the sigmoid of a margin is no probability
         return result
 
     @staticmethod

@@ -20,13 +20,14 @@ from . import collectives
 
 class StallWatchdog:
     """Call :meth:`beat` at every step (``in_collective=True`` just before a collective); the
-    job is aborted if beats stop for ``seconds``."""
+    job is aborted if beats stop for ``seconds``. It arms itself at the first beat, so loading
+    data or a checkpoint before the first step never counts as a stall."""
 
     def __init__(self, seconds: float, comm=None):
         self.seconds = float(seconds)
         self.channel = collectives.HeartbeatChannel(comm)
         self.rank, self.size = collectives.rank_and_size(comm)
-        self._step, self._in_collective = 0, False
+        self._step, self._in_collective, self._armed = 0, False, False
         self._last_beat = time.monotonic()
         self._heard = {rank: (0, False, time.monotonic()) for rank in range(self.size)}
         self._stop = threading.Event()
@@ -34,7 +35,7 @@ class StallWatchdog:
         self._thread.start()
 
     def beat(self, step: int, in_collective: bool = False) -> None:
-        self._step, self._in_collective = step, in_collective
+        self._step, self._in_collective, self._armed = step, in_collective, True
         self._last_beat = time.monotonic()
 
     def stop(self) -> None:
@@ -57,7 +58,7 @@ class StallWatchdog:
                 self._heard[rank] = (step, waiting, now)
             self._heard[self.rank] = (self._step, self._in_collective, self._last_beat)
             stalled_for = now - self._last_beat
-            if stalled_for >= patience:
+            if self._armed and stalled_for >= patience:
                 self._abort(stalled_for, now)
 
     def _late_ranks(self, now: float) -> str:

@@ -17,6 +17,8 @@ DATA_COMMANDS = {
                       "--noise", "0.5", "--test-rows", "10000", "--seed", "1"],
     "breast_cancer.h5": ["example", "breast_cancer"],
     "digits.h5": ["example", "digits"],
+    "blobs.h5": ["synth", "--task", "blobs", "--classes", "8", "--rows", "50000", "--features",
+                 "16", "--test-rows", "5000", "--seed", "3"],
 }
 
 # config -> (data file, metric, lowest acceptable value)
@@ -26,6 +28,10 @@ EXPECTED = {
     "logistic_breast_cancer": ("breast_cancer.h5", "accuracy", 0.94),
     "softmax_digits": ("digits.h5", "accuracy", 0.95),
     "linear_svm": ("breast_cancer.h5", "accuracy", 0.93),
+    "mlp_digits": ("digits.h5", "accuracy", 0.96),
+    "hgbt_breast_cancer": ("breast_cancer.h5", "accuracy", 0.93),
+    "decision_tree": ("breast_cancer.h5", "accuracy", 0.88),
+    "kmeans_blobs": ("blobs.h5", "adjusted_rand", 0.9),
 }
 
 
@@ -52,4 +58,19 @@ def test_config_trains_to_expected_quality(name, data_dir, tmp_path):
                       "--set", f"output.dir={tmp_path}"], timeout=300)
     assert job.returncode == 0, job.output
     done = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    if metric == "adjusted_rand":
+        done["test"][metric] = adjusted_rand_of_predictions(tmp_path / "model.h5", path)
     assert done["test"][metric] >= minimum, done["test"]
+
+
+def adjusted_rand_of_predictions(model, data) -> float:
+    """Clusters found by `mpiml.predict` on the test rows against the generator's labels."""
+    import h5py
+    from sklearn.metrics import adjusted_rand_score
+
+    out = model.parent / "pred.h5"
+    job = run_mpi(3, ["-m", "mpiml.predict", str(model), data, "--x", "X_test", "--out",
+                      str(out)], timeout=120)
+    assert job.returncode == 0, job.output
+    with h5py.File(out) as pred, h5py.File(data) as src:
+        return adjusted_rand_score(src["y_test"][()], pred["prediction"][()])

@@ -7,6 +7,7 @@ resumed with --resume auto ends with parameters bit-identical to a job never int
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def train(cfg: Path, nprocs=RANKS, fault: str | None = None, extra=(), timeout=1
 def final_params(cfg: Path) -> np.ndarray:
     run_dir = Path(yaml.safe_load(cfg.read_text())["output"]["dir"])
     with h5py.File(run_dir / "model.h5") as model:
-        return model["params"][()]
+        return model["model/params"][()]
 
 
 def records(cfg: Path) -> list[dict]:
@@ -261,8 +262,8 @@ def test_stopped_rank_is_detected_by_the_watchdog(tmp_path, data_file):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode != 0
-    assert elapsed < 3 * 1.25 + 8, f"took {elapsed:.1f} s"
+    assert proc.returncode != 0, output
+    assert elapsed < 3 * 1.25 + 20, f"took {elapsed:.1f} s:\n{output}"
     assert "stall watchdog" in output and "late ranks: [2]" in output, output
 
 
@@ -345,3 +346,40 @@ def test_signal_while_ranks_are_blocked_in_mpi_ends_the_job_within_the_grace_per
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0 and elapsed < 2 + 8, (proc.returncode, elapsed, output)
     assert "did not stop within 2 s" in output, output
+
+
+@pytest.fixture(scope="module")
+def blobs_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("blobs") / "blobs.h5"
+    job = run([sys.executable, "-m", "mpiml.data", "synth", "--task", "blobs", "--classes", "6",
+               "--rows", "3001", "--features", "4", "--noise", "3", "--seed", "4", str(path)],
+              timeout=60)
+    assert job.returncode == 0, job.output
+    return path
+
+
+@pytest.mark.parametrize(("kind", "sections"), [
+    ("kmeans", {"kmeans": {"n_clusters": 6, "max_iter": 30, "tol": 0.0}}),
+    ("kmeans", {"kmeans": {"n_clusters": 6, "max_iter": 4, "tol": 0.0, "batch_size": 200}}),
+    ("hgbt_classifier", {"hgbt": {"n_estimators": 12, "max_depth": 3}}),
+])
+def test_kmeans_and_trees_resume_bit_identically(tmp_path, blobs_file, data_file, kind,
+                                                 sections):
+    source = blobs_file if kind == "kmeans" else data_file
+    common = dict(model={"kind": kind}, checkpoint={"every_steps": 2, "every_seconds": None},
+                  **sections)
+    if kind == "kmeans":
+        common["data"] = {"test": None}
+    reference_cfg = make_config(tmp_path / "reference", source, **common)
+    assert train(reference_cfg).returncode == 0
+    cfg = make_config(tmp_path / "resumed", source, **common)
+    crashed = train(cfg, fault="rank=1,step=5,at=before_allreduce,action=kill")
+    assert crashed.returncode != 0
+    resumed = train(cfg)
+    assert resumed.returncode == 0, resumed.output
+    assert [r["step"] for r in records(cfg) if r.get("event") == "resume"] == [4]
+    with h5py.File(reference_cfg.parent / "run" / "model.h5") as want, \
+            h5py.File(cfg.parent / "run" / "model.h5") as got:
+        assert sorted(want["model"]) == sorted(got["model"])
+        for name in want["model"]:
+            assert want["model"][name][()].tobytes() == got["model"][name][()].tobytes(), name

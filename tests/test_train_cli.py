@@ -48,7 +48,7 @@ def test_training_job_writes_config_metrics_and_model(tmp_path, binary_file, mpi
     assert all(r["bytes_reduced"] > 0 for r in records if "loss" in r)
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr"] == 0.5
     with h5py.File(run_dir / "model.h5") as model:
-        assert model.attrs["kind"] == "logistic" and model["params"].shape == (7,)
+        assert model.attrs["kind"] == "logistic" and model["model/params"].shape == (7,)
     assert job.output.count("event=done") == 1, "only rank 0 prints"
 
 

@@ -93,6 +93,12 @@ class LinearModel:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._repr_fields)
         return f"{type(self).__name__}({fields})"
 
+    def options(self) -> dict:
+        """Constructor arguments other than n_features and n_classes that rebuild this model
+        with :func:`mpiml.models.make_model` (saved with the model)."""
+        return {name: getattr(self, name) for name in self._repr_fields
+                if name not in ("n_features", "n_classes")}
+
     # -- parameter vector -------------------------------------------------------------------
 
     def init_params(self, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,82 @@
+"""The rows a run trains and evaluates on, and how it evaluates: shared by every fit loop.
+
+:func:`load_run_data` loads this rank's rows of the training and test sets, maps the test labels
+onto the training classes (a label unseen in training is an error on every rank), and applies the
+optional global standardisation. :func:`evaluate` turns predictions of this rank's test rows into
+metrics with one allreduce of sufficient statistics (identical on every rank).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import collectives, data, metrics, scaling
+from .config import Config, ConfigError
+
+
+@dataclass
+class RunData:
+    task: str  # regression | binary | multiclass | unsupervised
+    shard: data.Shard
+    test: data.Shard | None
+    classes: np.ndarray | None
+    scaler: tuple[np.ndarray, np.ndarray] | None
+
+    @property
+    def n_classes(self) -> int:
+        return 2 if self.classes is None else len(self.classes)
+
+
+def load_run_data(config: Config, comm, task: str) -> RunData:
+    """This rank's training (and test) rows for ``task``; collective."""
+    cfg = config.data
+    if not cfg.train:
+        raise ConfigError("data.train is empty: give the HDF5 file to train on")
+    unsupervised = task == "unsupervised"
+    shard = data.load_shard(cfg.train, comm, x=cfg.x, y=None if unsupervised else cfg.y,
+                            dtype=cfg.dtype, task=None if unsupervised else task)
+    classes = getattr(shard, "classes", None)
+    test = None
+    if cfg.test:
+        test = data.load_shard(cfg.test, comm, x=cfg.test_x,
+                               y=None if unsupervised else cfg.test_y, dtype=cfg.dtype,
+                               task=None if unsupervised else "regression")
+        if test.n_features != shard.n_features:
+            raise ConfigError(f"test set {cfg.test}:{cfg.test_x} has {test.n_features} "
+                              f"features; the training set has {shard.n_features}")
+        if classes is not None:
+            test.y = _map_labels(test.y, classes, cfg.test, comm)
+    scaler = None
+    if cfg.standardize:
+        scaler = scaling.fit_scaler(shard.X, comm)
+        for part in (shard, test):
+            if part is not None:
+                scaling.apply_scaler(part.X, *scaler)
+    return RunData(task, shard, test, classes, scaler)
+
+
+def _map_labels(raw: np.ndarray, classes: np.ndarray, path, comm) -> np.ndarray:
+    """Labels -> training class indices; a label unseen in training is an error everywhere."""
+    index = np.clip(np.searchsorted(classes, raw), 0, len(classes) - 1)
+    unknown = classes[index] != raw
+    error = None
+    if unknown.any():
+        error = ValueError(f"test set {path}: label {raw[unknown][0]!r} does not occur in the "
+                           f"training labels {list(classes)}")
+    collectives.raise_together(error, comm)
+    return index
+
+
+def evaluate(run: RunData, predict, predict_proba, reduce) -> dict[str, float]:
+    """Test-set metrics from ``predict(X)`` (values) or ``predict_proba(X)`` (n, K); ``reduce``
+    sums a vector over ranks in place. Empty without a test set or labels."""
+    if run.test is None or run.test.y is None:
+        return {}
+    if run.task == "regression":
+        stats = metrics.regression_stats(np.asarray(predict(run.test.X), dtype=np.float64),
+                                         run.test.y)
+        return metrics.regression_metrics(reduce(stats))
+    stats = metrics.classification_stats(predict_proba(run.test.X), run.test.y)
+    return metrics.classification_metrics(reduce(stats), run.n_classes)
