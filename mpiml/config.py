@@ -143,6 +143,8 @@ class HGBTConfig:
 class CheckpointConfig:
     """When rank 0 writes a checkpoint (atomically) and what a restarted job resumes from."""
 
+    enabled: bool = knob(True, "write and resume checkpoints at all (false: no files are "
+                               "read, written or moved)")
     dir: str | None = knob(None, "checkpoint directory (null: `<output.dir>/checkpoints`); "
                                  "on a cluster it must be on a shared filesystem")
     every_steps: int | None = knob(None, "write every this many steps (null: off)")

@@ -49,7 +49,9 @@ EXAMPLES = {
     "digits": ("load_digits", "multiclass"),
     "diabetes": ("load_diabetes", "regression"),
     "wine": ("load_wine", "multiclass"),
+    "line": (None, "regression"),  # generated: y = 2x + 1 + noise (needs no scikit-learn)
 }
+LINE_ROWS, LINE_TEST_ROWS, LINE_NOISE = 10_000, 2_000, 0.5
 EXAMPLE_TEST_FRACTION = 0.25
 EXAMPLE_SPLIT_SEED = 0
 _LABEL_COUNT_LIMIT = 20
@@ -786,11 +788,28 @@ def _label_summary(dataset: h5py.Dataset) -> str:
 
 # -- example ----------------------------------------------------------------------------------
 
+def write_line_example(out) -> None:
+    """The classic first distributed regression: x ~ U(-5, 5), y = 2x + 1 + N(0, 0.5^2),
+    10,000 training and 2,000 test rows (seed 0); a fit must recover slope 2 and intercept 1."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-5.0, 5.0, size=(LINE_ROWS + LINE_TEST_ROWS, 1))
+    y = 2.0 * x[:, 0] + 1.0 + rng.normal(0.0, LINE_NOISE, size=len(x))
+    with _atomic_hdf5(out) as handle:
+        handle["X"], handle["y"] = x[:LINE_ROWS], y[:LINE_ROWS]
+        handle["X_test"], handle["y_test"] = x[LINE_ROWS:], y[LINE_ROWS:]
+        handle.attrs.update({"created_by": "mpiml.data example", "source": "y = 2x + 1 + noise",
+                             "task": "regression", "noise": LINE_NOISE})
+
+
 def write_example(name: str, out) -> None:
     """Write scikit-learn's bundled data set ``name`` (never a download) to ``out``: X, y,
-    X_test, y_test from a fixed stratified split (classification) of 25 % for testing."""
+    X_test, y_test from a fixed stratified split (classification) of 25 % for testing.
+    ``line`` is generated instead (:func:`write_line_example`)."""
     if name not in EXAMPLES:
         raise ValueError(f"unknown example {name!r}; choose from {', '.join(EXAMPLES)}")
+    if name == "line":
+        write_line_example(out)
+        return
     try:
         import sklearn.datasets
         from sklearn.model_selection import train_test_split
@@ -906,7 +925,8 @@ def _parser() -> argparse.ArgumentParser:
     look = commands.add_parser("inspect", help="describe an HDF5 data file")
     look.add_argument("path", metavar="FILE.h5")
 
-    example = commands.add_parser("example", help="write a scikit-learn bundled data set")
+    example = commands.add_parser("example", help="write a scikit-learn bundled data set (or "
+                                                  "the generated 'line': y = 2x + 1 + noise)")
     example.add_argument("name", choices=sorted(EXAMPLES))
     example.add_argument("out", metavar="OUT.h5")
     example.add_argument("--force", action="store_true", help="overwrite OUT")

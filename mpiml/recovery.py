@@ -33,6 +33,10 @@ class Recovery:
 
     # -- when ---------------------------------------------------------------------------------
 
+    @property
+    def enabled(self) -> bool:
+        return self.config.checkpoint.enabled
+
     def time_vote(self) -> float:
         """1.0 if this rank's clock says a time-based checkpoint is due (summed in the step's
         allreduce, so the decision is agreed, never taken on one rank's clock alone)."""
@@ -40,6 +44,8 @@ class Recovery:
         return float(every is not None and time.monotonic() - self._last_time >= every)
 
     def due(self, step: int, time_votes: float) -> bool:
+        if not self.enabled:
+            return False
         every = self.config.checkpoint.every_steps
         by_steps = every is not None and step - max(self.last_step, 0) >= every
         return step != self.last_step and (by_steps or time_votes > 0)
@@ -47,7 +53,10 @@ class Recovery:
     # -- saving -------------------------------------------------------------------------------
 
     def save(self, step: int, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """Rank 0 writes the checkpoint; a failure there is raised on every rank."""
+        """Rank 0 writes the checkpoint; a failure there is raised on every rank. A run with
+        checkpoints disabled writes nothing (a stop signal then just stops it)."""
+        if not self.enabled:
+            return
         started = time.perf_counter()
         error = None
         if self.comm.Get_rank() == 0:
@@ -79,6 +88,8 @@ class Recovery:
         (model kind, parameter count, classes...).
         """
         spec = spec or self.config.checkpoint.resume
+        if not self.enabled:
+            return None
         if spec == "never":
             self._set_aside_old_checkpoints()
             return None

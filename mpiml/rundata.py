@@ -2,7 +2,8 @@
 
 :func:`load_run_data` loads this rank's rows of the training and test sets, maps the test labels
 onto the training classes (a label unseen in training is an error on every rank), and applies the
-optional global standardisation. :func:`evaluate` turns predictions of this rank's test rows into
+optional global standardisation. :func:`from_arrays` does the same for rows a caller already holds
+in memory (the estimator API). :func:`evaluate` turns predictions of this rank's test rows into
 metrics with one allreduce of sufficient statistics (identical on every rank).
 """
 
@@ -55,6 +56,61 @@ def load_run_data(config: Config, comm, task: str) -> RunData:
             if part is not None:
                 scaling.apply_scaler(part.X, *scaler)
     return RunData(task, shard, test, classes, scaler)
+
+
+def from_arrays(X, y, comm, task: str, standardize: bool = False) -> RunData:
+    """A run over the rows each rank holds in memory (rank r's rows come after rank r-1's in
+    the global order). Collective: the row offsets and the class set are agreed across ranks.
+
+    ``task``: regression | binary | multiclass | unsupervised. Class labels may be any sortable
+    values; they are mapped to 0..K-1 in sorted order, identically on every rank.
+    """
+    import scipy.sparse as sp
+
+    error = None
+    try:
+        if sp.issparse(X):
+            X = sp.csr_matrix(X, dtype=np.float64 if X.dtype not in (np.float32, np.float64)
+                              else X.dtype)
+        else:
+            X = np.asarray(X)
+            if X.dtype not in (np.float32, np.float64):
+                X = X.astype(np.float64)
+            X = np.array(X, order="C")  # a private, writeable copy (scaling works in place)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (rows x features); got shape {X.shape}")
+        if y is not None and len(y) != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)}")
+    except (TypeError, ValueError) as exc:
+        error = exc
+    collectives.raise_together(error, comm)
+    counts = collectives.allgather_object((X.shape[0], X.shape[1]), comm)
+    rank = collectives.rank_and_size(comm)[0]
+    widths = {width for _, width in counts}
+    if len(widths) != 1:
+        error = ValueError(f"ranks hold different feature counts: {sorted(widths)}")
+    collectives.raise_together(error, comm)
+    start = sum(n for n, _ in counts[:rank])
+    n_total = sum(n for n, _ in counts)
+    classes, labels = None, None
+    if task in ("binary", "multiclass"):
+        local = np.unique(np.asarray(y))
+        classes = np.unique(np.concatenate(collectives.allgather_object(local, comm)))
+        needed = 2 if task == "binary" else 2
+        if len(classes) < needed or (task == "binary" and len(classes) != 2):
+            error = ValueError(f"task {task} needs {'exactly' if task == 'binary' else 'at least'}"
+                               f" 2 classes; the labels hold {len(classes)}")
+        collectives.raise_together(error, comm)
+        labels = np.searchsorted(classes, np.asarray(y)).astype(np.int64)
+    elif task == "regression":
+        labels = np.asarray(y, dtype=np.float64)
+    shard = data.Shard(X, labels, start, start + X.shape[0], n_total, X.shape[1], classes,
+                       None if task == "unsupervised" else task)
+    scaler = None
+    if standardize:
+        scaler = scaling.fit_scaler(shard.X, comm)
+        scaling.apply_scaler(shard.X, *scaler)
+    return RunData(task, shard, None, classes, scaler)
 
 
 def _map_labels(raw: np.ndarray, classes: np.ndarray, path, comm) -> np.ndarray:

@@ -91,13 +91,14 @@ def _identity(kind: str, run: RunData) -> dict:
 
 
 def run_kmeans(config: Config, comm=None, log=None, stop=None, fault=None, resume=None,
-               watchdog=None) -> RunOutcome:
-    """K-Means on ``data.train`` as ``config.kmeans`` says; checkpoints every iteration when due."""
+               watchdog=None, run_data: RunData | None = None) -> RunOutcome:
+    """K-Means on ``data.train`` (or ``run_data``) as ``config.kmeans`` says; checkpoints
+    every iteration when due."""
     from .kmeans import assign, fit_kmeans
 
     comm = collectives.world(comm)
     log = log or (lambda record: None)
-    run = load_run_data(config, comm, "unsupervised")
+    run = run_data or load_run_data(config, comm, "unsupervised")
     plumbing = _Run(config, comm, log, stop, fault, resume, watchdog,
                     _identity("kmeans", run))
     cfg = config.kmeans
@@ -118,15 +119,16 @@ def run_kmeans(config: Config, comm=None, log=None, stop=None, fault=None, resum
 
 
 def run_hgbt(config: Config, comm=None, log=None, stop=None, fault=None, resume=None,
-             watchdog=None) -> RunOutcome:
-    """Boosted trees on ``data.train`` as ``config.hgbt`` says; checkpoints after trees."""
+             watchdog=None, run_data: RunData | None = None) -> RunOutcome:
+    """Boosted trees on ``data.train`` (or ``run_data``) as ``config.hgbt`` says; checkpoints
+    after trees."""
     from . import hgbt
 
     comm = collectives.world(comm)
     log = log or (lambda record: None)
     kind = config.model.kind
-    run = load_run_data(config, comm, "multiclass" if kind == "hgbt_classifier"
-                        else "regression")
+    run = run_data or load_run_data(config, comm, "multiclass" if kind == "hgbt_classifier"
+                                    else "regression")
     task = "regression" if kind == "hgbt_regressor" else (
         "binary" if run.n_classes == 2 else "multiclass")
     plumbing = _Run(config, comm, log, stop, fault, resume, watchdog, _identity(kind, run))

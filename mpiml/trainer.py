@@ -128,9 +128,11 @@ class Trainer:
     """
 
     def __init__(self, config: Config, comm=None, log=None, stop=None, fault=None,
-                 resume: str | None = None, watchdog=None):
-        """``watchdog``: a :class:`mpiml.watchdog.StallWatchdog` to beat every step (may also
-        be attached after construction, once the data are loaded)."""
+                 resume: str | None = None, watchdog=None, run_data=None):
+        """``watchdog``: a :class:`mpiml.watchdog.StallWatchdog` to beat every step.
+        ``run_data``: rows already in memory (:func:`mpiml.rundata.from_arrays`) instead of
+        ``config.data``."""
+        self._given_data = run_data
         self.config = config
         self.comm = collectives.world(comm)
         self.log = log or (lambda record: None)
@@ -148,7 +150,7 @@ class Trainer:
 
     def _load_data(self) -> None:
         self.task = TASKS[self.config.model.kind]
-        self.run_data = load_run_data(self.config, self.comm, self.task)
+        self.run_data = self._given_data or load_run_data(self.config, self.comm, self.task)
         self.shard, self.test = self.run_data.shard, self.run_data.test
         self.classes, self.scaler = self.run_data.classes, self.run_data.scaler
 

@@ -17,6 +17,9 @@ DATA_COMMANDS = {
                       "--noise", "0.5", "--test-rows", "10000", "--seed", "1"],
     "breast_cancer.h5": ["example", "breast_cancer"],
     "digits.h5": ["example", "digits"],
+    "line.h5": ["example", "line"],
+    "binary_10k.h5": ["synth", "--task", "binary", "--rows", "10000", "--features", "20",
+                      "--test-rows", "2000", "--seed", "5"],
     "blobs.h5": ["synth", "--task", "blobs", "--classes", "8", "--rows", "50000", "--features",
                  "16", "--test-rows", "5000", "--seed", "3"],
 }
@@ -32,6 +35,8 @@ EXPECTED = {
     "hgbt_breast_cancer": ("breast_cancer.h5", "accuracy", 0.93),
     "decision_tree": ("breast_cancer.h5", "accuracy", 0.88),
     "kmeans_blobs": ("blobs.h5", "adjusted_rand", 0.9),
+    "line_2x_plus_1": ("line.h5", "r2", 0.98),
+    "logistic_10k": ("binary_10k.h5", "accuracy", 0.85),
 }
 
 
@@ -61,6 +66,41 @@ def test_config_trains_to_expected_quality(name, data_dir, tmp_path):
     if metric == "adjusted_rand":
         done["test"][metric] = adjusted_rand_of_predictions(tmp_path / "model.h5", path)
     assert done["test"][metric] >= minimum, done["test"]
+
+
+def test_line_recovers_slope_2_and_intercept_1_on_4_ranks(data_dir, tmp_path):
+    import h5py
+
+    path = str(data_dir / "line.h5")
+    job = run_mpi(4, ["-m", "mpiml.train", str(ROOT / "configs" / "line_2x_plus_1.yaml"),
+                      "--quiet", "--set", f"data.train={path}", "--set", f"data.test={path}",
+                      "--set", f"output.dir={tmp_path}"], timeout=300)
+    assert job.returncode == 0, job.output
+    with h5py.File(tmp_path / "model.h5") as model:
+        slope, intercept = model["model/params"][()]
+    assert abs(slope - 2.0) < 0.02 and abs(intercept - 1.0) < 0.05, (slope, intercept)
+
+
+VARIANTS = {
+    "minibatch-sync": [],
+    "full-batch": ["train.batch_size=null", "optimizer.name=gd", "optimizer.lr=1.0",
+                   "train.epochs=100"],
+    "overlap": ["comm.mode=overlap"],
+    "local-sgd": ["comm.mode=local_sgd", "comm.local_steps=8"],
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_logistic_10k_on_4_ranks_in_every_mode(data_dir, tmp_path, variant):
+    path = str(data_dir / "binary_10k.h5")
+    overrides = [f"data.train={path}", f"data.test={path}", f"output.dir={tmp_path}",
+                 *VARIANTS[variant]]
+    args = [arg for override in overrides for arg in ("--set", override)]
+    job = run_mpi(4, ["-m", "mpiml.train", str(ROOT / "configs" / "logistic_10k.yaml"),
+                      "--quiet", *args], timeout=300)
+    assert job.returncode == 0, job.output
+    done = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert done["test"]["accuracy"] >= 0.85, (variant, done["test"])
 
 
 def adjusted_rand_of_predictions(model, data) -> float:
