@@ -101,6 +101,11 @@ class TrainConfig:
     patience: int | None = knob(None, "early stopping: epochs without improvement of the "
                                       "test log-loss/RMSE (or training loss) before stopping")
     min_delta: float = knob(0.0, "early stopping: smallest improvement that counts")
+    reproducible: bool = knob(False, "bit-identical results on any number of ranks (exact "
+                                     "block sums; sync mode; see docs/reproducibility.md)")
+    block_rows: int | None = knob(None, "reproducible mode: rows per block, the unit of the "
+                                        "row split and of mini-batches (null: 32 for "
+                                        "mini-batches, 1024 for full batches)")
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,8 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """A run's whole configuration (one frozen dataclass per YAML section)."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -238,6 +245,7 @@ RANGES = {
     ("train", "eval_every"): (1, None),
     ("train", "patience"): (1, None),
     ("train", "min_delta"): (0.0, None),
+    ("train", "block_rows"): (1, None),
     ("comm", "ring_threshold"): (0, None),
     ("comm", "local_steps"): (1, None),
     ("kmeans", "n_clusters"): (1, None),
@@ -355,6 +363,7 @@ RESUME_LOCKED = (
     "model.hidden", "model.activation", "kmeans.n_clusters", "kmeans.batch_size",
     "hgbt.learning_rate", "hgbt.max_depth", "hgbt.min_samples_leaf", "hgbt.l2", "hgbt.max_bins",
     "optimizer.name", "train.batch_size", "train.seed", "comm.mode", "comm.local_steps",
+    "train.reproducible", "train.block_rows",
 )
 
 
@@ -370,6 +379,15 @@ def resume_conflicts(saved: dict, current: Config) -> list[str]:
     return conflicts
 
 
+def block_rows(config: Config) -> int:
+    """Rows per block in reproducible mode (1 otherwise: no alignment)."""
+    if not config.train.reproducible:
+        return 1
+    if config.train.block_rows:
+        return config.train.block_rows
+    return 1024 if config.train.batch_size is None else math.gcd(32, config.train.batch_size)
+
+
 def _check_consistency(config: Config) -> None:
     if config.optimizer.name == "lbfgs":
         if config.model.l1_ratio > 0 and config.model.alpha > 0:
@@ -381,6 +399,18 @@ def _check_consistency(config: Config) -> None:
     if config.model.kind in ("kmeans",) + HGBT_KINDS and config.comm.mode != "sync":
         raise ConfigError(f"model.kind {config.model.kind} has its own loop: comm.mode must be "
                           f"sync; got {config.comm.mode!r}")
+    if config.train.reproducible:
+        if config.comm.mode != "sync":
+            raise ConfigError(f"train.reproducible needs comm.mode sync; got "
+                              f"{config.comm.mode!r}")
+        block = config.train.block_rows
+        if config.model.kind == "kmeans" and config.kmeans.batch_size is not None:
+            raise ConfigError("train.reproducible supports K-Means with Lloyd iterations only: "
+                              "set kmeans.batch_size to null")
+        mini_batches = config.train.batch_size and config.optimizer.name != "lbfgs"
+        if block and mini_batches and config.train.batch_size % block:
+            raise ConfigError(f"train.reproducible: train.batch_size ({config.train.batch_size})"
+                              f" must be a multiple of train.block_rows ({block})")
     if config.optimizer.schedule == "step" and config.optimizer.step_size is None:
         raise ConfigError("optimizer.schedule step needs optimizer.step_size")
 

@@ -56,18 +56,22 @@ class MissingDataError(DataError, KeyError):
     __str__ = ValueError.__str__  # KeyError would print the message in quotes
 
 
-def row_range(n_rows: int, rank: int, size: int) -> tuple[int, int]:
+def row_range(n_rows: int, rank: int, size: int, align: int = 1) -> tuple[int, int]:
     """Rows ``[start, stop)`` owned by ``rank`` of ``size`` ranks.
 
     An even split in rank order; the first ``n_rows % size`` ranks get one extra row, so shard
-    sizes differ by at most one and rank order is row order.
+    sizes differ by at most one and rank order is row order. With ``align=b`` the split is in
+    whole blocks of ``b`` consecutive rows (the last block may be shorter): every block then lies
+    on one rank, whatever the rank count (reproducible mode relies on it).
     """
-    if size < 1 or not 0 <= rank < size or n_rows < 0:
-        raise ValueError(f"row_range needs n_rows >= 0 and 0 <= rank < size; "
-                         f"got n_rows={n_rows}, rank={rank}, size={size}")
-    base, extra = divmod(n_rows, size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
+    if size < 1 or not 0 <= rank < size or n_rows < 0 or align < 1:
+        raise ValueError(f"row_range needs n_rows >= 0, 0 <= rank < size and align >= 1; "
+                         f"got n_rows={n_rows}, rank={rank}, size={size}, align={align}")
+    n_blocks = -(-n_rows // align)
+    base, extra = divmod(n_blocks, size)
+    first = rank * base + min(rank, extra)
+    last = first + base + (1 if rank < extra else 0)
+    return min(first * align, n_rows), min(last * align, n_rows)
 
 
 @dataclass
@@ -111,15 +115,16 @@ class Shard:
 
 
 def load_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
-               task: str | None = None) -> Shard:
+               task: str | None = None, align: int = 1) -> Shard:
     """Read this rank's rows of ``x`` (and ``y``) from the HDF5 file ``path``. Collective.
 
     ``dtype`` (float32 or float64) converts X while reading, block by block into one
     preallocated array, so two full copies never coexist. ``task`` maps labels (see
-    :class:`Shard`); ``y=None`` loads no labels (K-Means). Every rank raises the same
+    :class:`Shard`); ``y=None`` loads no labels (K-Means). ``align`` splits the rows in whole
+    blocks of that many rows (see :func:`row_range`). Every rank raises the same
     :class:`DataError`, ``FileNotFoundError`` or ``OSError`` when the data are unusable.
     """
-    with open_shard(path, comm, x=x, y=y, dtype=dtype, task=task) as lazy:
+    with open_shard(path, comm, x=x, y=y, dtype=dtype, task=task, align=align) as lazy:
         return lazy.load()
 
 
@@ -137,7 +142,7 @@ def iter_blocks(path, comm=None, x: str = "X", y: str | None = "y", block_rows: 
 
 
 def open_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
-               task: str | None = None) -> LazyShard:
+               task: str | None = None, align: int = 1) -> LazyShard:
     """Open this rank's rows of ``path`` without reading X yet. Collective.
 
     Checks the layout on every rank and this rank's labels (scanned in slices, not kept), agrees
@@ -149,7 +154,7 @@ def open_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
     rank, size = collectives.rank_and_size(comm)
     lazy, error, local_labels = None, None, None
     try:
-        lazy = LazyShard(path, comm, x, y, dtype, task)
+        lazy = LazyShard(path, comm, x, y, dtype, task, align)
         lazy._open(rank, size)
         local_labels = lazy._scan_labels()
     except Exception as exc:  # every rank must learn of any rank's failure, whatever it is
@@ -172,7 +177,8 @@ class LazyShard:
     ``task``) plus ``sparse`` and ``dtype`` (of X as read). Built by :func:`open_shard`.
     """
 
-    def __init__(self, path, comm, x: str, y: str | None, dtype, task: str | None):
+    def __init__(self, path, comm, x: str, y: str | None, dtype, task: str | None,
+                 align: int = 1):
         if dtype is not None and np.dtype(dtype) not in X_DTYPES:
             raise ValueError(f"dtype must be float32, float64 or None; got {dtype!r}")
         if task is not None and task not in TASKS:
@@ -184,6 +190,7 @@ class LazyShard:
         self.x_name, self.y_name = x, y
         self.dtype = None if dtype is None else np.dtype(dtype)
         self.task = task
+        self.align = int(align)
         self.classes: np.ndarray | None = None
         self._file = None
         self._y = None
@@ -216,7 +223,13 @@ class LazyShard:
             raise DataError(f"{self.path}: data set '{self.x_name}' has {self.n_total} rows but "
                             f"the job has {size} ranks; every rank needs at least one row "
                             f"(run with at most {self.n_total} ranks)")
-        self.start, self.stop = row_range(self.n_total, rank, size)
+        n_blocks = -(-self.n_total // self.align)
+        if size > n_blocks:
+            raise DataError(f"{self.path}: data set '{self.x_name}' has {self.n_total} rows, "
+                            f"{n_blocks} blocks of {self.align}, but the job has {size} ranks; "
+                            f"every rank needs at least one block (run with at most {n_blocks} "
+                            "ranks, or use smaller blocks: train.block_rows)")
+        self.start, self.stop = row_range(self.n_total, rank, size, self.align)
 
     def _open_dense(self, dataset: h5py.Dataset) -> None:
         where = f"{self.path}: data set '{self.x_name}'"

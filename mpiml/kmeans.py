@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from . import collectives
 from .data import BatchPlan
+from .exactsum import exact_sum
 from .models.base import _check_positive_int
 
 #: Entries of the (rows x clusters) distance block computed at a time: bounds the temporaries.
@@ -145,18 +146,39 @@ def _fill_statistics(buf: np.ndarray, X, labels: np.ndarray, distances: np.ndarr
     buf[-1] = distances.sum()
 
 
-def _scaled_tolerance(X, layout: RowLayout, tol: float, comm, allreduce_options) -> float:
-    """``tol * mean_j Var(X[:, j])`` over all rows (scikit-learn's tolerance), from one allreduce
-    of ``[sum x (d) | sum x^2 (d)]``: ``Var_j = sum x_j^2 / N - (sum x_j / N)^2``."""
+def _sum_over_rows(per_rows, width: int, n_local: int, layout: RowLayout, comm,
+                   allreduce_options, block_rows: int) -> np.ndarray:
+    """Sum over all ranks' rows of the vector ``per_rows(lo, hi)`` (this rank's rows lo..hi):
+    one allreduce, or with ``block_rows > 1`` exact block sums (reproducible mode)."""
+    if block_rows == 1:
+        return collectives.allreduce(per_rows(0, n_local), comm, **allreduce_options)
+    vectors = [per_rows(lo, min(lo + block_rows, n_local))
+               for lo in range(0, n_local, block_rows)]
+    total, _ = exact_sum(vectors, width, -(-layout.n_total // block_rows), comm,
+                         algorithm=allreduce_options["algorithm"],
+                         ring_threshold=allreduce_options["ring_threshold"])
+    return total
+
+
+def _scaled_tolerance(X, layout: RowLayout, tol: float, comm, allreduce_options,
+                      block_rows: int = 1) -> float:
+    """``tol * mean_j Var(X[:, j])`` over all rows (scikit-learn's tolerance), from one
+    reduction of ``[sum x (d) | sum x^2 (d)]``: ``Var_j = sum x_j^2 / N - (sum x_j / N)^2``."""
     d = X.shape[1]
-    moments = np.empty(2 * d)
-    if sp.issparse(X):
-        moments[:d] = np.asarray(X.sum(axis=0)).ravel()
-        moments[d:] = np.asarray(X.multiply(X).sum(axis=0)).ravel()
-    else:
-        moments[:d] = X.sum(axis=0, dtype=np.float64)
-        moments[d:] = np.einsum("ij,ij->j", X, X, dtype=np.float64)
-    collectives.allreduce(moments, comm, **allreduce_options)
+
+    def rows_moments(lo, hi):
+        rows = X[lo:hi]
+        moments = np.empty(2 * d)
+        if sp.issparse(rows):
+            moments[:d] = np.asarray(rows.sum(axis=0)).ravel()
+            moments[d:] = np.asarray(rows.multiply(rows).sum(axis=0)).ravel()
+        else:
+            moments[:d] = rows.sum(axis=0, dtype=np.float64)
+            moments[d:] = np.einsum("ij,ij->j", rows, rows, dtype=np.float64)
+        return moments
+
+    moments = _sum_over_rows(rows_moments, 2 * d, X.shape[0], layout, comm, allreduce_options,
+                             block_rows)
     mean = moments[:d] / layout.n_total
     variance = np.maximum(moments[d:] / layout.n_total - mean * mean, 0.0)
     return float(tol * variance.mean())
@@ -263,7 +285,8 @@ def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", max_iter: int
                tol: float = 1e-4, seed: int = 0, batch_size: int | None = None,
                start: dict | None = None, on_iteration=None, algorithm: str = "auto",
                ring_threshold: int = collectives.DEFAULT_RING_THRESHOLD,
-               row_offset: int | None = None, n_total: int | None = None) -> KMeansResult:
+               row_offset: int | None = None, n_total: int | None = None,
+               block_rows: int = 1) -> KMeansResult:
     """Cluster the rows of all ranks into ``n_clusters``. Collective: call on every rank.
 
     ``X`` is this rank's rows (dense or CSR), rows of rank r before those of rank r+1;
@@ -288,9 +311,13 @@ def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", max_iter: int
 
     ``start`` (a state from ``on_iteration``) resumes; on the same rank count the result equals
     the uninterrupted run bit for bit. ``algorithm`` and ``ring_threshold`` go to
-    :func:`mpiml.collectives.allreduce`.
+    :func:`mpiml.collectives.allreduce`. ``block_rows > 1`` (reproducible mode, Lloyd only; each
+    rank's rows start on a block boundary) sums statistics exactly per block of global rows, so
+    the result has the same bits on any number of ranks.
     """
     _check_arguments(X, n_clusters, max_iter, tol, batch_size)
+    if block_rows > 1 and batch_size is not None:
+        raise ValueError("reproducible K-Means supports Lloyd iterations only (batch_size=None)")
     comm = collectives.world(comm)
     layout = RowLayout(X, comm, row_offset, n_total, "fit_kmeans")
     k, d = int(n_clusters), X.shape[1]
@@ -298,7 +325,7 @@ def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", max_iter: int
         raise ValueError(f"n_clusters={k} exceeds the {layout.n_total} rows")
     allreduce_options = dict(algorithm=algorithm, ring_threshold=ring_threshold, validate=False)
     x_norms = _row_norms(X)
-    tol_abs = _scaled_tolerance(X, layout, tol, comm, allreduce_options)
+    tol_abs = _scaled_tolerance(X, layout, tol, comm, allreduce_options, block_rows)
     if start is None:
         centers = _initial_centers(init, X, x_norms, layout, k, seed, comm, allreduce_options)
     else:
@@ -308,13 +335,15 @@ def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", max_iter: int
     buf = np.empty(k * d + k + 1)
     if batch_size is None:
         centers, n_iter, converged = _lloyd(X, x_norms, centers, layout, max_iter, tol_abs, start,
-                                            on_iteration, buf, comm, allreduce_options)
+                                            on_iteration, buf, comm, allreduce_options,
+                                            block_rows)
     else:
         centers, n_iter, converged = _minibatch(X, x_norms, centers, layout, max_iter, tol_abs,
                                                 batch_size, seed, start, on_iteration, buf, comm,
                                                 allreduce_options)
     labels, distances = _assign(X, x_norms, centers)
-    inertia = collectives.allreduce(np.array([distances.sum()]), comm, **allreduce_options)
+    inertia = _sum_over_rows(lambda lo, hi: np.array([distances[lo:hi].sum()]), 1, X.shape[0],
+                             layout, comm, allreduce_options, block_rows)
     if not converged and layout.rank == 0:
         warnings.warn(f"K-Means did not converge in {max_iter} "
                       f"{'iterations' if batch_size is None else 'epochs'} (tol={tol})",
@@ -323,15 +352,21 @@ def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", max_iter: int
 
 
 def _lloyd(X, x_norms, centers, layout, max_iter, tol_abs, start, on_iteration, buf, comm,
-           allreduce_options):
+           allreduce_options, block_rows=1):
     """Lloyd iterations from ``centers``; returns (centers, iterations done, converged)."""
     k, d = centers.shape
     done = 0 if start is None else int(start["iteration"])
     converged = start is not None and bool(start["converged"])
     while not converged and done < max_iter:
         labels, distances = _assign(X, x_norms, centers)
-        _fill_statistics(buf, X, labels, distances, k)
-        collectives.allreduce(buf, comm, **allreduce_options)
+
+        def statistics(lo, hi, labels=labels, distances=distances):
+            part = np.empty(buf.size)
+            _fill_statistics(part, X[lo:hi], labels[lo:hi], distances[lo:hi], k)
+            return part
+
+        buf[:] = _sum_over_rows(statistics, buf.size, X.shape[0], layout, comm,
+                                allreduce_options, block_rows)
         counts = buf[k * d : k * d + k]
         updated = buf[: k * d].reshape(k, d) / np.maximum(counts, 1.0)[:, None]
         if not counts.all():

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import collectives, data, metrics, scaling
-from .config import Config, ConfigError
+from .config import Config, ConfigError, block_rows
+from .exactsum import exact_sum
 
 
 @dataclass
@@ -36,14 +37,15 @@ def load_run_data(config: Config, comm, task: str) -> RunData:
     if not cfg.train:
         raise ConfigError("data.train is empty: give the HDF5 file to train on")
     unsupervised = task == "unsupervised"
+    align = block_rows(config)
     shard = data.load_shard(cfg.train, comm, x=cfg.x, y=None if unsupervised else cfg.y,
-                            dtype=cfg.dtype, task=None if unsupervised else task)
+                            dtype=cfg.dtype, task=None if unsupervised else task, align=align)
     classes = getattr(shard, "classes", None)
     test = None
     if cfg.test:
         test = data.load_shard(cfg.test, comm, x=cfg.test_x,
                                y=None if unsupervised else cfg.test_y, dtype=cfg.dtype,
-                               task=None if unsupervised else "regression")
+                               task=None if unsupervised else "regression", align=align)
         if test.n_features != shard.n_features:
             raise ConfigError(f"test set {cfg.test}:{cfg.test_x} has {test.n_features} "
                               f"features; the training set has {shard.n_features}")
@@ -51,7 +53,7 @@ def load_run_data(config: Config, comm, task: str) -> RunData:
             test.y = _map_labels(test.y, classes, cfg.test, comm)
     scaler = None
     if cfg.standardize:
-        scaler = scaling.fit_scaler(shard.X, comm)
+        scaler = scaling.fit_scaler(shard.X, comm, block=align, n_total=shard.n_total)
         for part in (shard, test):
             if part is not None:
                 scaling.apply_scaler(part.X, *scaler)
@@ -125,14 +127,30 @@ def _map_labels(raw: np.ndarray, classes: np.ndarray, path, comm) -> np.ndarray:
     return index
 
 
-def evaluate(run: RunData, predict, predict_proba, reduce) -> dict[str, float]:
+def evaluate(run: RunData, predict, predict_proba, reduce, block: int = 1,
+             comm=None) -> dict[str, float]:
     """Test-set metrics from ``predict(X)`` (values) or ``predict_proba(X)`` (n, K); ``reduce``
-    sums a vector over ranks in place. Empty without a test set or labels."""
-    if run.test is None or run.test.y is None:
+    sums a vector over ranks in place. Empty without a test set or labels. With ``block > 1``
+    (reproducible mode) the statistics are exact block sums instead, the same on any number of
+    ranks (so early stopping decides identically)."""
+    test = run.test
+    if test is None or test.y is None:
         return {}
+
+    def stats_of(lo, hi):
+        X, y = test.X[lo:hi], test.y[lo:hi]
+        if run.task == "regression":
+            return metrics.regression_stats(np.asarray(predict(X), dtype=np.float64), y)
+        return metrics.classification_stats(predict_proba(X), y)
+
+    if block == 1:
+        totals = reduce(stats_of(0, test.n_local))
+    else:
+        vectors = [stats_of(lo, min(lo + block, test.n_local))
+                   for lo in range(0, test.n_local, block)]
+        width = (5 if run.task == "regression"
+                 else metrics.classification_stats_size(run.n_classes))
+        totals, _ = exact_sum(vectors, width, -(-test.n_total // block), comm)
     if run.task == "regression":
-        stats = metrics.regression_stats(np.asarray(predict(run.test.X), dtype=np.float64),
-                                         run.test.y)
-        return metrics.regression_metrics(reduce(stats))
-    stats = metrics.classification_stats(predict_proba(run.test.X), run.test.y)
-    return metrics.classification_metrics(reduce(stats), run.n_classes)
+        return metrics.regression_metrics(totals)
+    return metrics.classification_metrics(totals, run.n_classes)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import collectives
-from .config import Config
+from .config import Config, block_rows
 from .modelio import SavedModel
 from .recovery import Recovery
 from .rundata import RunData, evaluate, load_run_data
@@ -106,7 +106,8 @@ def run_kmeans(config: Config, comm=None, log=None, stop=None, fault=None, resum
                         seed=config.train.seed, batch_size=cfg.batch_size,
                         start=plumbing.start_state(), on_iteration=plumbing.on_iteration,
                         algorithm=config.comm.algorithm, ring_threshold=config.comm.ring_threshold,
-                        row_offset=run.shard.start, n_total=run.shard.n_total)
+                        row_offset=run.shard.start, n_total=run.shard.n_total,
+                        block_rows=block_rows(config))
     plumbing.finish()
     final = {"inertia": result.inertia, "converged": bool(result.converged)}
     if run.test is not None:

@@ -12,29 +12,54 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import collectives
+from .exactsum import exact_sum
 
 
-def fit_scaler(X, comm=None) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, scale) of the columns of all ranks' rows ``X``; identical on every rank."""
+def fit_scaler(X, comm=None, block: int = 1, n_total: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of the columns of all ranks' rows ``X``; identical on every rank.
+
+    ``block > 1`` (reproducible mode; ``n_total`` = all ranks' rows): the sums are exact block
+    sums (:mod:`mpiml.exactsum`), so the scaler has the same bits on any number of ranks.
+    """
     n_features = X.shape[1]
     sparse = sp.issparse(X)
-    sums = np.zeros(n_features + 1)
-    sums[:n_features] = np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
-    sums[n_features] = X.shape[0]
-    collectives.allreduce(sums, comm)
+
+    def total(per_rows) -> np.ndarray:
+        """Sum over all ranks' rows of ``per_rows(lo, hi)`` (a vector)."""
+        if block == 1:
+            return collectives.allreduce(per_rows(0, X.shape[0]), comm)
+        vectors = [per_rows(lo, min(lo + block, X.shape[0]))
+                   for lo in range(0, X.shape[0], block)]
+        return exact_sum(vectors, n_features + 1, -(-n_total // block), comm)[0]
+
+    def column_sums(lo, hi):
+        out = np.empty(n_features + 1)
+        out[:n_features] = np.asarray(X[lo:hi].sum(axis=0), dtype=np.float64).ravel()
+        out[n_features] = hi - lo
+        return out
+
+    sums = total(column_sums)
     count = max(sums[n_features], 1.0)
     mean = sums[:n_features] / count
-    squares = np.zeros(n_features)
+
+    def squares(lo, hi):
+        out = np.zeros(n_features + 1)
+        rows = X[lo:hi]
+        if sparse:
+            out[:n_features] = np.asarray(rows.multiply(rows).sum(axis=0),
+                                          dtype=np.float64).ravel()
+        else:
+            deviation = np.asarray(rows, dtype=np.float64) - mean
+            out[:n_features] = np.einsum("ij,ij->j", deviation, deviation)
+        return out
+
+    squared = total(squares)[:n_features]
     if sparse:
-        squares[:] = np.asarray(X.multiply(X).sum(axis=0), dtype=np.float64).ravel()
-        collectives.allreduce(squares, comm)
-        variance = squares / count - mean * mean
+        variance = squared / count - mean * mean
         mean = np.zeros(n_features)
     else:
-        deviation = np.asarray(X, dtype=np.float64) - mean
-        squares[:] = np.einsum("ij,ij->j", deviation, deviation)
-        collectives.allreduce(squares, comm)
-        variance = squares / count
+        variance = squared / count
     scale = np.sqrt(np.maximum(variance, 0.0))
     scale[scale == 0.0] = 1.0
     return mean, scale

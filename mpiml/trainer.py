@@ -35,7 +35,8 @@ from scipy.special import expit
 
 from . import collectives, data
 from .checkpoint import Checkpoint
-from .config import Config
+from .config import Config, block_rows
+from .exactsum import exact_sum
 from .models import make_model
 from .optim import lbfgs, make_optimizer, make_schedule
 from .recovery import Recovery
@@ -142,6 +143,7 @@ class Trainer:
         self.watchdog = watchdog
         self.rank = self.comm.Get_rank()
         self._watch_step = 0
+        self.block = block_rows(config)
         self._load_data()
         self._build_model()
         self.recovery = Recovery(config, self.comm, self.log, fault)
@@ -242,6 +244,46 @@ class Trainer:
             elif action == "diverge":
                 self.params[0] += 1.0
 
+    def _reduced_sums(self, params, rows, out: np.ndarray, progress: Progress) -> None:
+        """``out`` = the step's [grad_sum | loss_sum | n_rows | votes] over all ranks: one fused
+        allreduce, or in reproducible mode exact block sums (``rows`` are then block indices)."""
+        if self.block == 1:
+            self._local_sums(params, rows, out, progress.step)
+            self._allreduce(out)
+            return
+        n = self.model.n_params
+        if rows is None:
+            rows = np.arange(self.plan.stop - self.plan.start)
+            n_blocks = self.plan.n_total
+        else:
+            n_blocks = self.plan.batch_rows(progress.batch)
+        self._watch_step = progress.step
+        vectors = []
+        for block in rows:
+            lo = block * self.block
+            hi = min(lo + self.block, self.shard.n_local)
+            vector = np.empty(n + 2)
+            vector[n] = self.model.loss_grad_sum(params, self.shard.X[lo:hi],
+                                                 self.shard.y[lo:hi], vector[:n])
+            vector[n + 1] = hi - lo
+            vectors.append(vector)
+        votes = np.array([float(self.stop is not None and self.stop.requested),
+                          self.recovery.time_vote()])
+        if self.fault is not None and self.fault.due("before_allreduce", progress.step,
+                                                     self.rank):
+            if self.fault.fire() == "nan" and vectors:
+                vectors[0][:n] = np.nan
+        if self.watchdog is not None:
+            self.watchdog.beat(progress.step, in_collective=True)
+        self._clock.compute += self._clock.lap()
+        out[:n + 2], out[n + 2:] = exact_sum(vectors, n + 2, n_blocks, self.comm, votes,
+                                             self.config.comm.algorithm,
+                                             self.config.comm.ring_threshold)
+        self._clock.communicate += self._clock.lap()
+        self._clock.bytes_reduced += 2 * out.nbytes
+        if self.watchdog is not None:
+            self.watchdog.beat(progress.step)
+
     def _objective_from_sums(self, sums: np.ndarray, params, grad_out: np.ndarray) -> float:
         """Mean loss + penalty from reduced sums; the full gradient into ``grad_out``."""
         n = self.model.n_params
@@ -264,7 +306,7 @@ class Trainer:
                 positive = expit(self.model.decision_function(params, X))
                 return np.column_stack([1.0 - positive, positive])
         result = evaluate(self.run_data, lambda X: self.model.predict(params, X), proba,
-                          self._allreduce)
+                          self._allreduce, block=self.block, comm=self.comm)
         if not hasattr(self.model, "predict_proba"):
             result.pop("log_loss", None)  # the sigmoid of a margin is no probability
         return result
@@ -357,8 +399,15 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         cfg = self.config.train
-        self.plan = data.BatchPlan(self.shard.n_total, cfg.batch_size or self.shard.n_total,
-                                   cfg.seed, self.shard.start, self.shard.stop)
+        if self.block > 1:  # reproducible mode: batches are made of whole blocks
+            n_blocks = -(-self.shard.n_total // self.block)
+            per_batch = cfg.batch_size // self.block if cfg.batch_size else n_blocks
+            self.plan = data.BatchPlan(n_blocks, per_batch, cfg.seed,
+                                       self.shard.start // self.block,
+                                       -(-self.shard.stop // self.block))
+        else:
+            self.plan = data.BatchPlan(self.shard.n_total, cfg.batch_size or self.shard.n_total,
+                                       cfg.seed, self.shard.start, self.shard.stop)
         self._clock = _Clock()
         self._last_objective, self._last_lr = math.nan, 0.0
         if self.config.optimizer.name == "lbfgs":
@@ -384,8 +433,7 @@ class Trainer:
                                                                             progress.batch)
             votes = None  # reduced [stop, checkpoint] votes seen at this step
             if mode == "sync":
-                self._local_sums(self.params, rows, sums, progress.step)
-                self._allreduce(sums)
+                self._reduced_sums(self.params, rows, sums, progress)
                 progress.epoch_loss += sums[n:n + 2]
                 self._apply(sums, grad, optimizer, state, progress.step)
                 votes = sums[n + 2:]
@@ -540,8 +588,7 @@ class Trainer:
         evaluations = []
 
         def objective(params):
-            self._local_sums(params, None, sums, progress.step)
-            self._allreduce(sums)
+            self._reduced_sums(params, None, sums, progress)
             grad = np.empty(n)
             value = self._objective_from_sums(sums, params, grad)
             evaluations.append((value, sums[n + 2:].copy()))

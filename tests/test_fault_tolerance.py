@@ -383,3 +383,21 @@ def test_kmeans_and_trees_resume_bit_identically(tmp_path, blobs_file, data_file
         assert sorted(want["model"]) == sorted(got["model"])
         for name in want["model"]:
             assert want["model"][name][()].tobytes() == got["model"][name][()].tobytes(), name
+
+
+def test_reproducible_run_resumed_on_fewer_ranks_is_bit_identical(tmp_path, data_file):
+    """Reproducible mode: 4 ranks killed mid-run and resumed on 2 ranks end with exactly the
+    parameters of the uninterrupted 4-rank run (and of a 3-rank run)."""
+    sections = dict(train={"reproducible": True, "block_rows": 10, "epochs": 3})
+    reference_cfg = make_config(tmp_path / "four", data_file, **sections)
+    assert train(reference_cfg, nprocs=4).returncode == 0
+    three_cfg = make_config(tmp_path / "three", data_file, **sections)
+    assert train(three_cfg, nprocs=3).returncode == 0
+    cfg = make_config(tmp_path / "resumed", data_file, **sections)
+    assert train(cfg, nprocs=4, fault="rank=3,step=17,at=before_allreduce,action=kill"
+                 ).returncode != 0
+    resumed = train(cfg, nprocs=2)
+    assert resumed.returncode == 0, resumed.output
+    assert [r["step"] for r in records(cfg) if r.get("event") == "resume"] == [15]
+    assert_bit_identical(final_params(cfg), final_params(reference_cfg))
+    assert_bit_identical(final_params(three_cfg), final_params(reference_cfg))

@@ -18,3 +18,10 @@ def test_bench_checkpoint_prints_a_row_per_size():
                "2", "--repeats", "1"], timeout=120)
     assert job.returncode == 0, job.output
     assert "| 1 MB |" in job.output and "| 2 MB |" in job.output
+
+
+def test_bench_reproducible_quick_prints_both_rows():
+    job = run([sys.executable, str(ROOT / "scripts" / "bench_reproducible.py"), "--quick"],
+              timeout=300)
+    assert job.returncode == 0, job.output
+    assert "| full-batch GD step |" in job.output and "| mini-batch SGD step (256) |" in job.output
