@@ -43,6 +43,69 @@ class CollectiveError(RuntimeError):
     """An error that every rank of a communicator raised together (see :func:`raise_together`)."""
 
 
+class RankFailure(RuntimeError):
+    """A rank of the communicator died during a collective (ULFM: ERR_PROC_FAILED or the
+    communicator was revoked by a rank that saw one). The survivors can :func:`shrink`."""
+
+
+def _failure_classes() -> tuple[int, ...]:
+    MPI = _mpi()
+    return tuple(getattr(MPI, name) for name in ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING",
+                                                 "ERR_REVOKED") if hasattr(MPI, name))
+
+
+def _translating_failures(function):
+    """Turn an MPI error that reports a dead rank into :class:`RankFailure` (other errors pass
+    through). Only communicators with ERRORS_RETURN (see :func:`fault_tolerant`) report them;
+    elsewhere a dead rank ends the job, as it always did."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:
+            MPI = _mpi()
+            if isinstance(exc, MPI.Exception) and exc.Get_error_class() in _failure_classes():
+                raise RankFailure(f"a rank died during {function.__name__} "
+                                  f"(MPI error class {exc.Get_error_class()})") from exc
+            raise
+
+    return wrapper
+
+
+def ulfm_available() -> bool:
+    """True when the MPI library runs with User-Level Failure Mitigation enabled (Open MPI
+    started as ``mpirun --with-ft ulfm``): survivors can then shrink and carry on."""
+    import os
+
+    MPI = _mpi()
+    enabled = os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() in ("1", "true", "yes")
+    return enabled and hasattr(MPI.Comm, "Shrink") and "Open MPI" in MPI.Get_library_version()
+
+
+def fault_tolerant(comm=None):
+    """A duplicate of ``comm`` on which a dead rank raises :class:`RankFailure` instead of
+    aborting the job (ULFM; call :func:`ulfm_available` first). Collective."""
+    MPI = _mpi()
+    dup = world(comm).Dup()
+    dup.Set_errhandler(MPI.ERRORS_RETURN)
+    return dup
+
+
+def shrink(comm):
+    """The survivors' communicator after a :class:`RankFailure`: revoke ``comm`` (so every
+    survivor's pending collective on it fails too) and shrink it. Collective over survivors."""
+    MPI = _mpi()
+    try:
+        comm.Revoke()
+    except MPI.Exception:
+        pass  # already revoked by another survivor
+    survivors = comm.Shrink()
+    survivors.Set_errhandler(MPI.ERRORS_RETURN)
+    return survivors
+
+
 def _mpi():
     from mpi4py import MPI
 
@@ -93,6 +156,7 @@ def _check_same_length(buf: np.ndarray, comm) -> None:
         raise CollectiveError(f"allreduce buffers differ across ranks ({detail})")
 
 
+@_translating_failures
 def allreduce(
     buf: np.ndarray,
     comm=None,
@@ -209,6 +273,7 @@ class PendingAllreduce:
                  errors: list | None = None):
         self.buf, self._request, self._thread, self._errors = buf, request, thread, errors
 
+    @_translating_failures
     def wait(self) -> np.ndarray:
         if self._request is not None:
             self._request.Wait()
@@ -252,6 +317,7 @@ def start_allreduce(buf: np.ndarray, comm=None, op: str = "sum", algorithm: str 
     return PendingAllreduce(buf, thread=thread, errors=errors)
 
 
+@_translating_failures
 def gather_rows(local: np.ndarray, comm=None, root: int = 0) -> np.ndarray | None:
     """Concatenate every rank's rows (1-D or 2-D C-contiguous array) on ``root``, in rank order.
 
@@ -307,6 +373,7 @@ class HeartbeatChannel:
         self.comm.Free()
 
 
+@_translating_failures
 def broadcast(buf: np.ndarray, comm=None, root: int = 0) -> np.ndarray:
     """Copy ``buf`` from ``root`` to every rank of ``comm``, in place, and return it."""
     if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous or not buf.flags.writeable:
@@ -315,16 +382,19 @@ def broadcast(buf: np.ndarray, comm=None, root: int = 0) -> np.ndarray:
     return buf
 
 
+@_translating_failures
 def broadcast_object(obj, comm=None, root: int = 0):
     """Broadcast a small picklable Python object (configs, metadata) from ``root``."""
     return world(comm).bcast(obj, root=root)
 
 
+@_translating_failures
 def allgather_object(obj, comm=None) -> list:
     """Every rank's small Python object, in rank order, on every rank."""
     return world(comm).allgather(obj)
 
 
+@_translating_failures
 def any_true(flag: bool, comm=None) -> bool:
     """True on every rank if ``flag`` is true on any rank (agreed stop/skip decisions)."""
     buf = np.array([1 if flag else 0], dtype=np.int32)
@@ -332,6 +402,7 @@ def any_true(flag: bool, comm=None) -> bool:
     return bool(buf[0])
 
 
+@_translating_failures
 def raise_together(error: BaseException | None, comm=None) -> None:
     """Collective: if any rank passes an error, every rank raises one naming the first such rank.
 

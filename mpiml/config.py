@@ -163,7 +163,15 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class FaultConfig:
-    """Guards against failures that would otherwise hang a job or silently corrupt it."""
+    """What happens when something fails: guards that turn hangs and silent corruption into
+    clear errors, and what a rank's death does to the job."""
+
+    mode: str = knob("restart", "restart (a dead rank ends the job; resume it from the newest "
+                                "checkpoint) or shrink (survivors carry on without it: needs "
+                                "Open MPI started with `mpirun --with-ft ulfm`; falls back to "
+                                "restart elsewhere)")
+    min_ranks: int = knob(1, "shrink: fewest survivors that carry on; below it they write a "
+                             "checkpoint and exit 75")
 
     stall_seconds: float | None = knob(600.0, "abort the job if a step makes no progress for "
                                               "this long (a stalled or stopped rank); null: off")
@@ -221,6 +229,7 @@ CHOICES = {
     ("optimizer", "schedule"): ("constant", "step", "cosine", "invscaling"),
     ("comm", "mode"): ("sync", "overlap", "local_sgd"),
     ("comm", "algorithm"): ("native", "ring", "tree", "auto"),
+    ("fault", "mode"): ("restart", "shrink"),
 }
 # (low, high) inclusive unless noted; None = unbounded
 RANGES = {
@@ -262,6 +271,7 @@ RANGES = {
     ("checkpoint", "every_seconds"): (0.0, None),
     ("checkpoint", "keep"): (1, None),
     ("fault", "stall_seconds"): (0.0, None),
+    ("fault", "min_ranks"): (1, None),
     ("fault", "check_every"): (1, None),
     ("fault", "stop_grace_seconds"): (0.0, None),
 }
@@ -399,6 +409,14 @@ def _check_consistency(config: Config) -> None:
     if config.model.kind in ("kmeans",) + HGBT_KINDS and config.comm.mode != "sync":
         raise ConfigError(f"model.kind {config.model.kind} has its own loop: comm.mode must be "
                           f"sync; got {config.comm.mode!r}")
+    if config.fault.mode == "shrink":
+        if config.comm.mode != "sync" or config.optimizer.name == "lbfgs":
+            raise ConfigError("fault.mode shrink supports comm.mode sync with a first-order "
+                              f"optimizer; got comm.mode {config.comm.mode!r}, optimizer.name "
+                              f"{config.optimizer.name!r}")
+        if config.model.kind not in LINEAR_KINDS + MLP_KINDS:
+            raise ConfigError(f"fault.mode shrink supports the gradient-trained models; got "
+                              f"model.kind {config.model.kind!r}")
     if config.train.reproducible:
         if config.comm.mode != "sync":
             raise ConfigError(f"train.reproducible needs comm.mode sync; got "

@@ -8,7 +8,8 @@ after iteration or round ``step``, before the allreduce that follows it), ``duri
 ``after_checkpoint``. ``action``: ``kill`` (SIGKILL itself), ``raise`` (an exception), ``hang``
 (stop making progress, for the stall watchdog), ``nan`` (poison this rank's gradient, for the
 non-finite guard) or ``diverge`` (perturb this rank's replica, for the replica check). ``rank``
-defaults to 0. A fault fires at most once per process.
+defaults to 0 and is the process's rank when the job started (ranks renumber after a shrink).
+A fault fires at most once per process. Several faults: separate them with ``;``.
 """
 
 from __future__ import annotations
@@ -52,11 +53,30 @@ class Fault:
         return self.action
 
 
-def from_env(environ=None) -> Fault | None:
-    """The fault described by ``$MPIML_FAULT``, or None; a malformed value raises ValueError."""
+class FaultPlan:
+    """Every fault of ``$MPIML_FAULT``; ``due`` finds one that matches, ``fire`` carries it out."""
+
+    def __init__(self, faults: list[Fault]):
+        self.faults = faults
+        self._matched: Fault | None = None
+
+    def due(self, at: str, step: int, rank: int) -> bool:
+        self._matched = next((f for f in self.faults if f.due(at, step, rank)), None)
+        return self._matched is not None
+
+    def fire(self) -> str:
+        return self._matched.fire()
+
+
+def from_env(environ=None) -> FaultPlan | None:
+    """The faults described by ``$MPIML_FAULT``, or None; a malformed value raises ValueError."""
     text = (os.environ if environ is None else environ).get(ENV_VAR, "").strip()
     if not text:
         return None
+    return FaultPlan([_parse(part.strip()) for part in text.split(";") if part.strip()])
+
+
+def _parse(text: str) -> Fault:
     fields = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")

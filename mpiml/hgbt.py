@@ -70,16 +70,20 @@ class HGBTResult:
 def quantize(values: np.ndarray, n_total: int, comm, allreduce_options: dict):
     """Round each row of ``values`` (m, n) to integers: ``q = rint(v * s)``. Collective.
 
-    With ``s = 2^(52 - ceil(log2 N)) / max|v|`` (max over all ranks, one MAX allreduce), every
-    ``|q| <= 2^52 / N``, so any sum of at most N of them is an integer below 2^53 and float64
-    addition of them is exact in any order. The rounding error is ``max|v| * N / 2^53``
-    relative to a single value (about 1e-10 for a million rows). Returns ``(q, s)``.
+    With the power of two ``s = 2^(52 - ceil(log2 N) - e)``, where ``max|v| < 2^e`` (max over
+    all ranks, one MAX allreduce), every ``|q| <= 2^52 / N``, so any sum of at most N of them is
+    an integer below 2^53 and float64 addition of them is exact in any order; dividing by ``s``
+    is exact too. The rounding error is at most ``max|v| * N / 2^52`` relative to a single value
+    (about 2e-10 for a million rows). A row whose largest magnitude is below 2^-960 (no finite
+    scale fits it) counts as zero. Returns ``(q, s)``.
     """
     largest = np.abs(values).max(axis=1, initial=0.0)
     collectives.allreduce(largest, comm, op="max", **allreduce_options)
     bits = 52 - math.ceil(math.log2(max(n_total, 2)))
-    scale = np.where(largest > 0.0, 2.0**bits / np.where(largest > 0.0, largest, 1.0), 1.0)
-    return np.rint(values * scale[:, None]), scale
+    usable = largest > 2.0**-960
+    _, exponent = np.frexp(np.where(usable, largest, 1.0))
+    scale = np.where(usable, np.ldexp(1.0, bits - exponent), 1.0)
+    return np.where(usable[:, None], np.rint(values * scale[:, None]), 0.0), scale
 
 
 def _exact_column_sums(values: np.ndarray, n_total: int, comm, allreduce_options) -> np.ndarray:

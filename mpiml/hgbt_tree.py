@@ -112,9 +112,10 @@ def best_splits(hist: np.ndarray, totals: np.ndarray, grad_scale: np.ndarray,
     valid = ((left[:, 2] >= params.min_samples_leaf) & (right[:, 2] >= params.min_samples_leaf)
              & (h_left >= MIN_CHILD_HESSIAN) & (h_right >= MIN_CHILD_HESSIAN))
     g_node = totals[:, 0] / grad_scale
-    parent = g_node * g_node / (totals[:, 1] / hess_scale + params.l2)
-    gain = g_left * g_left / (h_left + params.l2) + g_right * g_right / (h_right + params.l2)
-    gain -= parent[:, None, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty sides (l2 = 0): masked below
+        parent = g_node * g_node / (totals[:, 1] / hess_scale + params.l2)
+        gain = g_left * g_left / (h_left + params.l2) + g_right * g_right / (h_right + params.l2)
+        gain -= parent[:, None, None]
     gain[~valid] = -np.inf
     flat = gain.reshape(m, -1)
     best = np.argmax(flat, axis=1)

@@ -31,8 +31,10 @@ class RunData:
         return 2 if self.classes is None else len(self.classes)
 
 
-def load_run_data(config: Config, comm, task: str) -> RunData:
-    """This rank's training (and test) rows for ``task``; collective."""
+def load_run_data(config: Config, comm, task: str, scaler=None) -> RunData:
+    """This rank's training (and test) rows for ``task``; collective. ``scaler`` = (mean,
+    scale) applies a scaler already fitted (e.g. after the rows were redistributed) instead
+    of fitting one when ``data.standardize`` is set."""
     cfg = config.data
     if not cfg.train:
         raise ConfigError("data.train is empty: give the HDF5 file to train on")
@@ -51,21 +53,22 @@ def load_run_data(config: Config, comm, task: str) -> RunData:
                               f"features; the training set has {shard.n_features}")
         if classes is not None:
             test.y = _map_labels(test.y, classes, cfg.test, comm)
-    scaler = None
-    if cfg.standardize:
+    if cfg.standardize and scaler is None:
         scaler = scaling.fit_scaler(shard.X, comm, block=align, n_total=shard.n_total)
+    if cfg.standardize:
         for part in (shard, test):
             if part is not None:
                 scaling.apply_scaler(part.X, *scaler)
     return RunData(task, shard, test, classes, scaler)
 
 
-def from_arrays(X, y, comm, task: str, standardize: bool = False) -> RunData:
+def from_arrays(X, y, comm, task: str, standardize: bool = False, align: int = 1) -> RunData:
     """A run over the rows each rank holds in memory (rank r's rows come after rank r-1's in
     the global order). Collective: the row offsets and the class set are agreed across ranks.
 
     ``task``: regression | binary | multiclass | unsupervised. Class labels may be any sortable
-    values; they are mapped to 0..K-1 in sorted order, identically on every rank.
+    values; they are mapped to 0..K-1 in sorted order, identically on every rank. ``align``
+    (reproducible mode's block rows): every rank but the last must hold a multiple of it.
     """
     import scipy.sparse as sp
 
@@ -94,6 +97,13 @@ def from_arrays(X, y, comm, task: str, standardize: bool = False) -> RunData:
     collectives.raise_together(error, comm)
     start = sum(n for n, _ in counts[:rank])
     n_total = sum(n for n, _ in counts)
+    misaligned = [r for r, (n, _) in enumerate(counts[:-1]) if n % align]
+    if misaligned:
+        error = ValueError(f"reproducible mode splits rows in blocks of {align}: every rank but "
+                           f"the last must hold a multiple of {align} rows; ranks {misaligned} "
+                           f"hold {[counts[r][0] for r in misaligned]} (use "
+                           "mpiml.row_range(n, rank, size, align) to split)")
+    collectives.raise_together(error, comm)
     classes, labels = None, None
     if task in ("binary", "multiclass"):
         local = np.unique(np.asarray(y))
@@ -110,7 +120,7 @@ def from_arrays(X, y, comm, task: str, standardize: bool = False) -> RunData:
                        None if task == "unsupervised" else task)
     scaler = None
     if standardize:
-        scaler = scaling.fit_scaler(shard.X, comm)
+        scaler = scaling.fit_scaler(shard.X, comm, block=align, n_total=n_total)
         scaling.apply_scaler(shard.X, *scaler)
     return RunData(task, shard, None, classes, scaler)
 

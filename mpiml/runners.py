@@ -86,7 +86,7 @@ class _Run:
 
 
 def _identity(kind: str, run: RunData) -> dict:
-    classes = [] if run.classes is None else [float(c) for c in run.classes]
+    classes = [] if run.classes is None else np.asarray(run.classes).tolist()
     return {"model_kind": kind, "n_features": int(run.shard.n_features), "classes": classes}
 
 

@@ -41,12 +41,18 @@ __all__ = ["EXIT_STOPPED", "main", "train"]
 
 class RunLog:
     """Rank 0's record of a run: one JSON line per record in metrics.jsonl, and a short line on
-    stdout (one ``write`` per line so lines from launchers do not interleave)."""
+    stdout (one ``write`` per line so lines from launchers do not interleave). Every rank holds
+    one; only the active one writes, and :meth:`set_root` moves that role (after a shrink the
+    new rank 0 continues the same file)."""
 
-    def __init__(self, path: Path | None, quiet: bool = False):
+    def __init__(self, path: Path, active: bool, quiet: bool = False):
         self.path, self.quiet = path, quiet
         self.start = time.perf_counter()
-        self._file = open(path, "a") if path is not None else None
+        self._file = open(path, "a") if active else None
+
+    def set_root(self, active: bool) -> None:
+        if active and self._file is None:
+            self._file = open(self.path, "a")
 
     def __call__(self, record: dict) -> None:
         if self._file is None:
@@ -125,16 +131,16 @@ def train(args, comm=None, stop=None) -> int:
     if is_root:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(config.dump(resolved))
-    log = RunLog(out_dir / "metrics.jsonl" if is_root else None, quiet=args.quiet)
+    log = RunLog(out_dir / "metrics.jsonl", active=is_root, quiet=args.quiet)
     watchdog = None
     try:
-        if resolved.fault.stall_seconds is not None:
+        if resolved.fault.stall_seconds is not None and resolved.fault.mode != "shrink":
             watchdog = StallWatchdog(resolved.fault.stall_seconds, comm)  # armed at step 1
         log({"event": "start", "ranks": comm.Get_size(), "model": resolved.model.kind,
              "optimizer": resolved.optimizer.name, "mode": resolved.comm.mode})
-        saved, steps, final, stopped_early = fit(resolved, comm, log, stop, fault, args.resume,
-                                                 watchdog)
-        if is_root:
+        saved, steps, final, stopped_early, comm = fit(resolved, comm, log, stop, fault,
+                                                       args.resume, watchdog)
+        if comm.Get_rank() == 0:  # the final communicator: rank 0 may have died (shrink)
             save_model(out_dir / "model.h5", saved, config.dump(resolved))
         log({"event": "done", "steps": steps, "stopped_early": stopped_early, "test": final,
              "model": str(out_dir / "model.h5")})
@@ -151,7 +157,8 @@ def train(args, comm=None, stop=None) -> int:
 
 
 def fit(resolved: config.Config, comm, log, stop=None, fault=None, resume=None, watchdog=None):
-    """Train the configured model; returns (SavedModel, steps, final metrics, stopped early)."""
+    """Train the configured model; returns (SavedModel, steps, final metrics, stopped early,
+    the communicator training ended on: a shrunk one if ranks died in fault.mode shrink)."""
     from .modelio import SavedModel
 
     kind = resolved.model.kind
@@ -161,7 +168,8 @@ def fit(resolved: config.Config, comm, log, stop=None, fault=None, resume=None, 
         runner = run_kmeans if kind == "kmeans" else run_hgbt
         outcome = runner(resolved, comm, log, stop=stop, fault=fault, resume=resume,
                          watchdog=watchdog)
-        return outcome.saved, outcome.steps, outcome.final_metrics, outcome.stopped_early
+        return (outcome.saved, outcome.steps, outcome.final_metrics, outcome.stopped_early,
+                comm)
     from .trainer import Trainer
 
     trainer = Trainer(resolved, comm, log, stop=stop, fault=fault, resume=resume,
@@ -171,7 +179,7 @@ def fit(resolved: config.Config, comm, log, stop=None, fault=None, resume=None, 
     saved = SavedModel(model.kind, model.n_features, {"params": result.params}, model.options(),
                        n_classes=getattr(model, "n_classes", None) or 2, classes=result.classes,
                        scaler=result.scaler)
-    return saved, result.steps, result.final_metrics, result.stopped_early
+    return saved, result.steps, result.final_metrics, result.stopped_early, trainer.comm
 
 
 def main(argv=None) -> int:

@@ -25,6 +25,7 @@ resumed run in sync mode ends bit-identical to one never interrupted (same rank 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
@@ -141,14 +142,28 @@ class Trainer:
         self.fault = fault
         self.resume_spec = resume
         self.watchdog = watchdog
-        self.rank = self.comm.Get_rank()
+        self.rank = self.fault_rank = self.comm.Get_rank()  # fault_rank: the rank at start
         self._watch_step = 0
         self.block = block_rows(config)
+        self.shrink = config.fault.mode == "shrink" and self._make_fault_tolerant()
         self._load_data()
         self._build_model()
         self.recovery = Recovery(config, self.comm, self.log, fault)
 
     # -- set-up ----------------------------------------------------------------------------
+
+    def _make_fault_tolerant(self) -> bool:
+        """fault.mode shrink: train on a communicator on which a dead rank raises RankFailure
+        (ULFM). Without ULFM, say so and keep the restart behaviour."""
+        if not collectives.ulfm_available():
+            self.log({"event": "shrink_unavailable", "fallback": "restart",
+                      "reason": "fault.mode shrink needs Open MPI started with "
+                                "`mpirun --with-ft ulfm`"})
+            return False
+        self.comm = collectives.fault_tolerant(self.comm)
+        self._alive = set(range(self.comm.Get_size()))
+        self._snapshots: dict[int, tuple] = {}
+        return True
 
     def _load_data(self) -> None:
         self.task = TASKS[self.config.model.kind]
@@ -237,7 +252,7 @@ class Trainer:
         out[n + 1] = X.shape[0]
         out[n + 2] = float(self.stop is not None and self.stop.requested)
         out[n + 3] = self.recovery.time_vote()
-        if self.fault is not None and self.fault.due("before_allreduce", step, self.rank):
+        if self.fault is not None and self.fault.due("before_allreduce", step, self.fault_rank):
             action = self.fault.fire()
             if action == "nan":
                 out[:n] = np.nan
@@ -270,7 +285,7 @@ class Trainer:
         votes = np.array([float(self.stop is not None and self.stop.requested),
                           self.recovery.time_vote()])
         if self.fault is not None and self.fault.due("before_allreduce", progress.step,
-                                                     self.rank):
+                                                     self.fault_rank):
             if self.fault.fire() == "nan" and vectors:
                 vectors[0][:n] = np.nan
         if self.watchdog is not None:
@@ -367,12 +382,12 @@ class Trainer:
             self.watchdog.beat(progress.step)
         self.recovery.save(progress.step, arrays, meta)
         if self.fault is not None and self.fault.due("after_checkpoint", progress.step,
-                                                     self.rank):
+                                                     self.fault_rank):
             self.fault.fire()
 
     def _identity(self) -> dict:
         """What a checkpoint must agree with to be resumed into this model."""
-        classes = [] if self.classes is None else [float(c) for c in self.classes]
+        classes = [] if self.classes is None else np.asarray(self.classes).tolist()
         return {"model_kind": self.model.kind, "n_params": int(self.model.n_params),
                 "n_features": int(self.model.n_features), "classes": classes}
 
@@ -397,17 +412,19 @@ class Trainer:
         steps = per_epoch * cfg.epochs
         return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
-    def fit(self) -> TrainResult:
+    def _make_plan(self) -> data.BatchPlan:
+        """The global batch order for this rank's rows (of whole blocks in reproducible mode)."""
         cfg = self.config.train
-        if self.block > 1:  # reproducible mode: batches are made of whole blocks
+        if self.block > 1:
             n_blocks = -(-self.shard.n_total // self.block)
             per_batch = cfg.batch_size // self.block if cfg.batch_size else n_blocks
-            self.plan = data.BatchPlan(n_blocks, per_batch, cfg.seed,
-                                       self.shard.start // self.block,
-                                       -(-self.shard.stop // self.block))
-        else:
-            self.plan = data.BatchPlan(self.shard.n_total, cfg.batch_size or self.shard.n_total,
-                                       cfg.seed, self.shard.start, self.shard.stop)
+            return data.BatchPlan(n_blocks, per_batch, cfg.seed, self.shard.start // self.block,
+                                  -(-self.shard.stop // self.block))
+        return data.BatchPlan(self.shard.n_total, cfg.batch_size or self.shard.n_total,
+                              cfg.seed, self.shard.start, self.shard.stop)
+
+    def fit(self) -> TrainResult:
+        self.plan = self._make_plan()
         self._clock = _Clock()
         self._last_objective, self._last_lr = math.nan, 0.0
         if self.config.optimizer.name == "lbfgs":
@@ -429,67 +446,123 @@ class Trainer:
             pending = collectives.PendingAllreduce(sums)
         self._local_loss, self._local_votes = np.zeros(2), np.zeros(2)
         while not progress.finished:
-            rows = None if cfg.batch_size is None else self.plan.local_rows(progress.epoch,
-                                                                            progress.batch)
-            votes = None  # reduced [stop, checkpoint] votes seen at this step
-            if mode == "sync":
-                self._reduced_sums(self.params, rows, sums, progress)
-                progress.epoch_loss += sums[n:n + 2]
-                self._apply(sums, grad, optimizer, state, progress.step)
-                votes = sums[n + 2:]
-            elif mode == "overlap":
-                self._local_sums(self.params, rows, in_flight, progress.step)
-                if pending is not None:
-                    self._wait(pending)
+            if self.shrink:
+                self._remember(progress, state)
+            try:
+                rows = None if cfg.batch_size is None else self.plan.local_rows(progress.epoch,
+                                                                                progress.batch)
+                votes = None  # reduced [stop, checkpoint] votes seen at this step
+                if mode == "sync":
+                    self._reduced_sums(self.params, rows, sums, progress)
                     progress.epoch_loss += sums[n:n + 2]
                     self._apply(sums, grad, optimizer, state, progress.step)
-                    votes = sums[n + 2:].copy()
-                sums, in_flight = in_flight, sums
-                pending = collectives.start_allreduce(
-                    sums, self.comm, algorithm=self.config.comm.algorithm,
-                    ring_threshold=self.config.comm.ring_threshold)
-            else:
-                self._local_step(rows, sums, grad, optimizer, state, progress)
-                if (progress.step + 1) % self.config.comm.local_steps == 0:
-                    votes = self._average_replicas(state, progress)
-            progress.step += 1
-            progress.batch += 1
-            if self.watchdog is not None:
-                self.watchdog.beat(progress.step)
-            if progress.step % cfg.log_every == 0:
-                self.log({"step": progress.step, "epoch": progress.epoch,
-                          "loss": self._last_objective, "lr": self._last_lr,
-                          **self._clock_record()})
-            if cfg.eval_every and progress.step % cfg.eval_every == 0 and self.test is not None:
-                pending = self._drain(pending, sums, grad, optimizer, state, progress)
-                self.log({"step": progress.step, "epoch": progress.epoch,
-                          "test": self.evaluate()})
-            if mode != "local_sgd" or votes is not None:  # local replicas differ in between
-                self._check_replicas(progress.step)
-            if progress.batch == self.plan.n_batches(progress.epoch):
-                pending = self._drain(pending, sums, grad, optimizer, state, progress)
-                if mode == "local_sgd" and progress.step % self.config.comm.local_steps:
-                    votes = self._average_replicas(state, progress)
-                self._end_epoch(progress)
-            if cfg.max_steps and progress.step >= cfg.max_steps:
-                progress.finished = True
-            if votes is None:
-                continue
-            if votes[0] > 0 or self.recovery.due(progress.step, votes[1]) or (
-                    progress.finished and self.config.checkpoint.at_end):
-                if mode == "overlap" and pending is not None and not progress.finished:
-                    pending.wait()
-                    self._checkpoint(progress, state, pending_sums=sums)
+                    votes = sums[n + 2:]
+                elif mode == "overlap":
+                    self._local_sums(self.params, rows, in_flight, progress.step)
+                    if pending is not None:
+                        self._wait(pending)
+                        progress.epoch_loss += sums[n:n + 2]
+                        self._apply(sums, grad, optimizer, state, progress.step)
+                        votes = sums[n + 2:].copy()
+                    sums, in_flight = in_flight, sums
+                    pending = collectives.start_allreduce(
+                        sums, self.comm, algorithm=self.config.comm.algorithm,
+                        ring_threshold=self.config.comm.ring_threshold)
                 else:
+                    self._local_step(rows, sums, grad, optimizer, state, progress)
+                    if (progress.step + 1) % self.config.comm.local_steps == 0:
+                        votes = self._average_replicas(state, progress)
+                progress.step += 1
+                progress.batch += 1
+                if self.watchdog is not None:
+                    self.watchdog.beat(progress.step)
+                if progress.step % cfg.log_every == 0:
+                    self.log({"step": progress.step, "epoch": progress.epoch,
+                              "loss": self._last_objective, "lr": self._last_lr,
+                              **self._clock_record()})
+                if cfg.eval_every and progress.step % cfg.eval_every == 0 and self.test is not None:
                     pending = self._drain(pending, sums, grad, optimizer, state, progress)
-                    self._checkpoint(progress, state)
-            if votes[0] > 0 and not progress.finished:
-                self._stopped(progress)
+                    self.log({"step": progress.step, "epoch": progress.epoch,
+                              "test": self.evaluate()})
+                if mode != "local_sgd" or votes is not None:  # local replicas differ in between
+                    self._check_replicas(progress.step)
+                if progress.batch == self.plan.n_batches(progress.epoch):
+                    pending = self._drain(pending, sums, grad, optimizer, state, progress)
+                    if mode == "local_sgd" and progress.step % self.config.comm.local_steps:
+                        votes = self._average_replicas(state, progress)
+                    self._end_epoch(progress)
+                if cfg.max_steps and progress.step >= cfg.max_steps:
+                    progress.finished = True
+                if votes is None:
+                    continue
+                if votes[0] > 0 or self.recovery.due(progress.step, votes[1]) or (
+                        progress.finished and self.config.checkpoint.at_end):
+                    if mode == "overlap" and pending is not None and not progress.finished:
+                        pending.wait()
+                        self._checkpoint(progress, state, pending_sums=sums)
+                    else:
+                        pending = self._drain(pending, sums, grad, optimizer, state, progress)
+                        self._checkpoint(progress, state)
+                if votes[0] > 0 and not progress.finished:
+                    self._stopped(progress)
+            except collectives.RankFailure:
+                if not self.shrink:
+                    raise
+                progress = self._survive(state)
+
         pending = self._drain(pending, sums, grad, optimizer, state, progress)
         if self.config.checkpoint.at_end and self.recovery.last_step != progress.step:
             self._checkpoint(progress, state)
         return TrainResult(self.model, self.params, self.classes, progress.step,
                            progress.epoch, progress.stopped_early, self.evaluate(), self.scaler)
+
+    def _remember(self, progress: Progress, state: dict) -> None:
+        """fault.mode shrink: the state before this step (the last two are kept: a survivor can
+        be at most one step ahead of another when a rank dies)."""
+        self._snapshots[progress.step] = (self.params.copy(),
+                                          {k: np.array(v, copy=True) for k, v in state.items()},
+                                          copy.deepcopy(progress))
+        self._snapshots.pop(progress.step - 2, None)
+
+    def _survive(self, state: dict) -> Progress:
+        """A rank died: shrink to the survivors, agree on the step to redo, restore the state
+        before it, take over the dead ranks' rows, and carry on. Returns the restored position.
+
+        Every survivor holds snapshots of the last two steps' starting states; the agreed step
+        is the smallest one any survivor was working on (an allreduce on the healthy, shrunk
+        communicator), and its snapshot is identical everywhere, because every completed step
+        applied identical reduced values on every rank.
+        """
+        started = time.perf_counter()
+        self.comm = collectives.shrink(self.comm)
+        self.rank = self.comm.Get_rank()
+        self.recovery.comm = self.comm
+        working_on = np.array([max(self._snapshots)], dtype=np.int64)
+        agreed = int(collectives.allreduce(working_on, self.comm, op="min")[0])
+        params, saved_state, saved_progress = self._snapshots[agreed]
+        self.params[:] = params
+        for name, value in saved_state.items():
+            state[name][...] = value
+        for step in [s for s in self._snapshots if s > agreed]:
+            del self._snapshots[step]
+        progress = copy.deepcopy(saved_progress)
+        survivors = set(collectives.allgather_object(self.fault_rank, self.comm))
+        dead, self._alive = sorted(self._alive - survivors), survivors
+        if hasattr(self.log, "set_root"):
+            self.log.set_root(self.rank == 0)
+        event = {"event": "rank_failure", "dead_ranks": dead, "step": agreed,
+                 "ranks_left": self.comm.Get_size()}
+        if self.comm.Get_size() < self.config.fault.min_ranks:
+            self.log(dict(event, action=f"fewer than fault.min_ranks="
+                                        f"{self.config.fault.min_ranks} survive: checkpoint "
+                                        "and exit"))
+            self._checkpoint(progress, state)
+            self._stopped(progress)
+        self.run_data = load_run_data(self.config, self.comm, self.task, scaler=self.scaler)
+        self.shard, self.test = self.run_data.shard, self.run_data.test
+        self.plan = self._make_plan()
+        self.log(dict(event, action="shrink", seconds=round(time.perf_counter() - started, 4)))
+        return progress
 
     def _stopped(self, progress: Progress) -> None:
         from .spmd import EXIT_STOPPED

@@ -36,7 +36,7 @@ def single_thread_env(**extra: str) -> dict[str, str]:
 
 def needs_openmpi(mpi: str) -> None:
     """Skip (which `make test` turns into a failure) when no Open MPI environment is configured."""
-    if mpi == "openmpi" and not os.environ.get(OMPI_PYTHON_VAR):
+    if mpi.startswith("openmpi") and not os.environ.get(OMPI_PYTHON_VAR):
         import pytest
 
         pytest.skip(f"{OMPI_PYTHON_VAR} is not set: no Open MPI environment (make test sets it)")
@@ -47,9 +47,11 @@ def launcher(nprocs: int, mpi: str = "mpich") -> list[str]:
     if mpi == "mpich":
         python = Path(sys.executable)
         return [str(python.parent / "mpiexec"), "-n", str(nprocs), str(python)]
-    if mpi == "openmpi":
+    if mpi in ("openmpi", "openmpi-ulfm"):
         python = Path(os.environ[OMPI_PYTHON_VAR])
-        return [str(python.parent / "mpirun"), "--oversubscribe", "-n", str(nprocs), str(python)]
+        ulfm = ["--with-ft", "ulfm"] if mpi == "openmpi-ulfm" else []
+        return [str(python.parent / "mpirun"), *ulfm, "--oversubscribe", "-n", str(nprocs),
+                str(python)]
     raise ValueError(f"unknown MPI {mpi!r}")
 
 
