@@ -27,7 +27,19 @@ export OPENBLAS_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-serial bench lint clean venv
+# The Slurm tests (tests/slurm) need a real Slurm, which scripts/ci/local-slurm.sh installs with
+# apt-get and starts as root. `make test` includes them when it runs as root with apt-get (CI
+# does); MPIML_SLURM_TESTS=1 or 0 forces the choice. When they do not run, make says why.
+ifeq ($(origin MPIML_SLURM_TESTS),undefined)
+SLURM_REASON := $(shell if [ "$$(id -u)" != 0 ]; then echo "not running as root (as root: make \
+    test-slurm)"; elif ! command -v apt-get >/dev/null 2>&1; then echo "no apt-get to install \
+    slurm-wlm and munge"; fi)
+MPIML_SLURM_TESTS := $(if $(SLURM_REASON),0,1)
+else ifneq ($(MPIML_SLURM_TESTS),1)
+SLURM_REASON := MPIML_SLURM_TESTS=$(MPIML_SLURM_TESTS)
+endif
+
+.PHONY: demo test test-serial test-slurm bench lint clean venv
 
 venv: $(STAMP)
 
@@ -58,7 +70,19 @@ demo: $(STAMP) data/quickstart.h5
 
 test: $(STAMP) $(OMPI_STAMP)
 	@echo "==> serial tests, then the MPI layer under mpiexec (MPICH 1-5 ranks, Open MPI 3 ranks)"
+ifeq ($(MPIML_SLURM_TESTS),1)
+	@echo "==> and the Slurm tests (tests/slurm) on a local single-node Slurm that they start and stop"
+else
+	@echo "==> Slurm tests (tests/slurm) not run: $(SLURM_REASON)"
+endif
+	MPIML_SLURM_TESTS=$(MPIML_SLURM_TESTS) MPIML_SLURM_TESTS_REASON="$(SLURM_REASON)" \
 	MPIML_OMPI_PYTHON=$(CURDIR)/$(OMPI_VENV)/bin/python $(PY) -m pytest --fail-on-skip
+
+test-slurm: $(STAMP)
+	@echo "==> Slurm tests on a local single-node Slurm (scripts/ci/local-slurm.sh; needs root)"
+	scripts/ci/local-slurm.sh start
+	MPIML_SLURM_TESTS=1 $(PY) -m pytest --fail-on-skip tests/slurm; \
+	    status=$$?; scripts/ci/local-slurm.sh stop; exit $$status
 
 test-serial: $(STAMP)
 	$(PY) -m pytest --fail-on-skip --deselect tests/test_mpi_layer.py

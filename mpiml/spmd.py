@@ -36,12 +36,17 @@ def _exit_code(exc: SystemExit) -> int:
 
 
 def _report(exc: BaseException, rank: int, size: int) -> None:
-    """One message per failure: errors every rank raised together are printed by rank 0 only."""
+    """One message per failure: errors every rank raised together are printed by rank 0 only.
+
+    Those (bad config, bad data, a checkpoint that cannot be used...) and launch mistakes name
+    what is wrong in their message, so they print without a traceback; any other exception is a
+    bug or an unexpected failure and prints its traceback too."""
     together = getattr(exc, "raised_on_all_ranks", False)
     if together and rank != 0:
         return
     where = "" if size == 1 or together else f"rank {rank} of {size}: "
-    text = "".join(traceback.format_exception(exc))
+    expected = together or getattr(exc, "user_error", False)
+    text = "" if expected else "".join(traceback.format_exception(exc))
     sys.stderr.write(f"{text}mpiml: error: {where}{type(exc).__name__}: {exc}\n")
     sys.stderr.flush()
 

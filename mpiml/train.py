@@ -34,6 +34,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from . import collectives, config, faults  # noqa: E402
+from .launchcheck import check_launch  # noqa: E402
 from .spmd import EXIT_STOPPED, run_spmd  # noqa: E402
 
 __all__ = ["EXIT_STOPPED", "main", "train"]
@@ -121,6 +122,8 @@ def train(args, comm=None, stop=None) -> int:
     from .modelio import save_model
     from .watchdog import StallWatchdog
 
+    if comm is None:  # the CLI's own job: COMM_WORLD must hold every rank the launcher started
+        check_launch(collectives.world().Get_size())
     comm = collectives.world(comm)
     resolved = resolve_config(args, comm)
     fault = faults.from_env()
