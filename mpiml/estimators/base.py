@@ -24,7 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
 from .. import collectives
-from ..config import Config, ConfigError, dump, from_dict
+from ..config import Config, ConfigError, block_rows, dump, from_dict
 
 FLOAT_DTYPES = (np.float64, np.float32)
 #: Estimators keep no metrics log: a record every 10^9 steps is never.
@@ -288,6 +288,22 @@ class GlobalRegressorScore(RegressorMixin):
 class GradientEstimator(MpimlEstimator):
     """Base of the estimators trained by :class:`mpiml.trainer.Trainer` (linear models, MLPs):
     the optimizer settings they share and their convergence report."""
+
+    def _fit_gradient_model(self, comm, rows, kind: str, settings) -> None:
+        """Train model ``kind`` on the agreed rows with these model ``settings`` plus the solver's
+        (:meth:`_gradient_settings`) through the one gradient trainer; store the fitted model."""
+        from ..modelio import SavedModel
+        from ..rundata import from_arrays
+        from ..trainer import TASKS, Trainer
+
+        config = self._run_config(settings + self._gradient_settings())
+        run = from_arrays(rows.X, rows.y, comm, TASKS[kind], standardize=self.standardize,
+                          align=block_rows(config))
+        result = Trainer(config, comm, run_data=run).fit()
+        saved = SavedModel(kind, run.shard.n_features, {"params": result.params},
+                           result.model.options(), n_classes=run.n_classes,
+                           classes=rows.classes, scaler=result.scaler)
+        self._set_fitted(saved, {"n_iter_": self._iterations(comm, result)})
 
     def _gradient_settings(self) -> list[tuple[str, str, object]]:
         """``solver`` and friends as config settings. ``max_iter`` is L-BFGS iterations for

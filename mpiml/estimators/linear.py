@@ -20,10 +20,7 @@ from scipy.special import expit
 from sklearn.utils.extmath import safe_sparse_dot, softmax
 from sklearn.utils.validation import check_is_fitted
 
-from ..config import block_rows
 from ..modelio import SavedModel
-from ..rundata import from_arrays
-from ..trainer import TASKS, Trainer
 from .base import (
     GlobalClassifierScore,
     GlobalRegressorScore,
@@ -63,14 +60,7 @@ class _LinearEstimator(GradientEstimator):
                     ("model.l1_ratio", "l1_ratio", getattr(self, "l1_ratio", 0.0))]
         if kind == "svm":
             settings.append(("model.loss", "loss", self.loss))
-        config = self._run_config(settings + self._gradient_settings())
-        run = from_arrays(rows.X, rows.y, comm, TASKS[kind], standardize=self.standardize,
-                          align=block_rows(config))
-        result = Trainer(config, comm, run_data=run).fit()
-        saved = SavedModel(kind, run.shard.n_features, {"params": result.params},
-                           result.model.options(), n_classes=run.n_classes,
-                           classes=rows.classes, scaler=result.scaler)
-        self._set_fitted(saved, {"n_iter_": self._iterations(comm, result)})
+        self._fit_gradient_model(comm, rows, kind, settings)
         return self
 
     def _set_fitted(self, saved: SavedModel, state: dict) -> None:

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import numbers
 
-from ..config import block_rows
 from ..modelio import SavedModel
-from ..rundata import from_arrays
-from ..trainer import TASKS, Trainer
 from .base import GlobalClassifierScore, GlobalRegressorScore, GradientEstimator, check_number
 
 
@@ -68,14 +65,7 @@ class _MLP(GradientEstimator):
                     ("model.alpha", "alpha", alpha),
                     ("optimizer.schedule", "learning_rate", self.learning_rate),
                     ("optimizer.momentum", "momentum", self.momentum)]
-        config = self._run_config(settings + self._gradient_settings())
-        run = from_arrays(rows.X, rows.y, comm, TASKS[kind], standardize=self.standardize,
-                          align=block_rows(config))
-        result = Trainer(config, comm, run_data=run).fit()
-        saved = SavedModel(kind, run.shard.n_features, {"params": result.params},
-                           result.model.options(), n_classes=run.n_classes,
-                           classes=rows.classes, scaler=result.scaler)
-        self._set_fitted(saved, {"n_iter_": self._iterations(comm, result)})
+        self._fit_gradient_model(comm, rows, kind, settings)
         return self
 
     def _set_fitted(self, saved: SavedModel, state: dict) -> None:
