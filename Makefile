@@ -87,9 +87,17 @@ test-slurm: $(STAMP)
 test-serial: $(STAMP)
 	$(PY) -m pytest --fail-on-skip --deselect tests/test_mpi_layer.py
 
+# Every benchmark (scripts/bench_all.py, 5-15 min on 2 cores): regenerates the tables in
+# docs/benchmarks.md and the plots in docs/img/. OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (set on some
+# machines for old OpenBLAS builds) would slow the current numpy: unset for this command only.
 bench: $(STAMP)
-	@echo "==> allreduce benchmark at 2 and 4 ranks (writes docs/benchmarks.md tables to stdout)"
-	$(PY) scripts/bench_allreduce.py --mpiexec $(MPIEXEC) --ranks 2 4
+	@echo "==> every benchmark: tables into docs/benchmarks.md, plots into docs/img/ (5-15 min)"
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) scripts/bench_all.py --mpiexec $(MPIEXEC)
+
+.PHONY: bench-quick
+bench-quick: $(STAMP)
+	@echo "==> every benchmark on small data (< 1 min) into build/bench-quick/ (docs untouched)"
+	$(PY) scripts/bench_all.py --quick --mpiexec $(MPIEXEC) --out build/bench-quick/benchmarks.md
 
 lint: $(STAMP)
 	@$(PY) -m ruff --version >/dev/null 2>&1 || $(PY) -m pip install --quiet ruff

@@ -1,18 +1,20 @@
 """OSU-style allreduce benchmark: native MPI vs mpiml's ring, tree and auto, side by side.
 
-    python scripts/bench_allreduce.py --ranks 2 4 [--mpiexec PATH] [--quick]
+    python scripts/bench_allreduce.py --ranks 2 4 [--mpiexec PATH] [--quick] [--json OUT]
 
 The driver starts ``mpiexec -n P python bench_allreduce.py --worker`` for each rank count. For each
 message size (float64, 8 B .. 64 MiB, x2 steps) the worker times every algorithm in turn, with
 warm-up, over enough iterations to fill about ``--seconds`` per measurement, and reports the
-slowest rank's average latency and the bus bandwidth ``2 (p-1)/p * bytes / time`` (the OSU and
-nccl-tests convention, comparable across rank counts). Timings exclude the length-check probe
-(``validate=False``); its own cost is the 8 B native latency. Prints markdown tables.
+slowest rank's average latency (best of ``--rounds`` alternating rounds) and the bus bandwidth
+``2 (p-1)/p * bytes / time`` (the OSU and nccl-tests convention, comparable across rank counts).
+Timings exclude the length-check probe (``validate=False``); its own cost is the 8 B native
+latency. Prints markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -63,8 +65,11 @@ def worker(args) -> None:
     rows = []
     for nbytes in sizes(args.quick):
         buf = np.zeros(nbytes // 8)  # repeated in-place sums of zeros cannot overflow
-        times = {alg: time_one(buf, comm, alg, args.seconds, args.ring_threshold)
-                 for alg in ALGORITHMS}
+        times = {alg: float("inf") for alg in ALGORITHMS}
+        for _ in range(args.rounds):  # the algorithms alternate; best round of each
+            for alg in ALGORITHMS:
+                times[alg] = min(times[alg], time_one(buf, comm, alg, args.seconds,
+                                                      args.ring_threshold))
         rows.append((nbytes, times))
     if comm.rank != 0:
         return
@@ -80,6 +85,10 @@ def worker(args) -> None:
             f"{t['tree'] / t['native']:.2f} | {t['auto'] / t['native']:.2f} | "
             f"{bus * nbytes / t['native'] / 1e9:.2f} | {bus * nbytes / t['ring'] / 1e9:.2f} |")
     sys.stdout.write("\n".join(out) + "\n")
+    if args.emit_json:
+        library = " ".join(MPI.Get_library_version().splitlines()[0].split())
+        sys.stdout.write(json.dumps({"ranks": p, "library": library,
+                                     "rows": [[nbytes, t] for nbytes, t in rows]}) + "\n")
     sys.stdout.flush()
 
 
@@ -93,14 +102,27 @@ def human(nbytes: int) -> str:
 def driver(args) -> int:
     mpiexec = args.mpiexec or str(Path(sys.executable).parent / "mpiexec")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    flags = ["--seconds", str(args.seconds), "--ring-threshold", str(args.ring_threshold)]
+    flags = ["--seconds", str(args.seconds), "--ring-threshold", str(args.ring_threshold),
+             "--rounds", str(args.rounds)]
     flags += ["--quick"] if args.quick else []
+    flags += ["--emit-json"] if args.json else []
     print(f"command: {' '.join(sys.argv)}  (ring_threshold={args.ring_threshold} bytes for auto)")
+    results = []
     for p in args.ranks:
         cmd = [mpiexec, "-n", str(p), sys.executable, __file__, "--worker", *flags]
-        result = subprocess.run(cmd, env=env, timeout=1800)
+        load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+        result = subprocess.run(cmd, env=env, timeout=1800, stdout=subprocess.PIPE, text=True)
+        for line in result.stdout.splitlines():
+            if line.startswith("{"):
+                results.append(dict(json.loads(line), load_before=load))
+            else:
+                print(line)
         if result.returncode != 0:
             return result.returncode
+    if args.json:
+        Path(args.json).write_text(json.dumps({"ring_threshold": args.ring_threshold,
+                                               "seconds": args.seconds, "rounds": args.rounds,
+                                               "results": results}))
     return 0
 
 
@@ -110,10 +132,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--mpiexec", help="launcher (default: the one beside this Python)")
-    parser.add_argument("--seconds", type=float, default=0.15, help="time per measurement")
+    parser.add_argument("--seconds", type=float, default=0.075, help="time per measurement")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="measure every size and algorithm this many times, keep the best")
     parser.add_argument("--ring-threshold", type=int, default=DEFAULT_RING_THRESHOLD)
     parser.add_argument("--quick", action="store_true", help="sizes up to 1 MiB, short runs")
+    parser.add_argument("--json", help="also write the timings as JSON to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--emit-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.seconds = min(args.seconds, 0.02)

@@ -9,6 +9,7 @@ bytes), then the time to gather one global batch of 1024 rows
 batch. Prints a markdown table.
 
 Usage: python scripts/bench_data.py [--rows N] [--features D] [--ranks 1 2 4] [--mpiexec PATH]
+       [--json OUT]
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def main() -> int:
     parser.add_argument("--features", type=int, default=100)
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--mpiexec", default=str(Path(sys.executable).parent / "mpiexec"))
+    parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--worker", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -129,7 +131,10 @@ def main() -> int:
         synth(path, "binary", args.rows, args.features, seed=0, dtype="float32")
         synth_seconds = time.perf_counter() - started
         os.sync()  # write-back of the new file would otherwise slow the first load
-        results = [run_ranks(args.mpiexec, ranks, path) for ranks in args.ranks]
+        results = []
+        for ranks in args.ranks:
+            load_average = " ".join(f"{value:.2f}" for value in os.getloadavg())
+            results.append(dict(run_ranks(args.mpiexec, ranks, path), load_average=load_average))
         file_bytes = os.path.getsize(path)
     command = " ".join(["python", "scripts/bench_data.py", *sys.argv[1:]])
     sys.stdout.write(
@@ -138,6 +143,11 @@ def main() -> int:
         f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, "
         f"warm page cache; 'peak - baseline / shard' is the worst rank, target <= 1.2\n\n")
     sys.stdout.write(table(results) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "command": command, "rows": args.rows, "features": args.features,
+            "batch_size": BATCH_SIZE, "file_bytes": file_bytes, "synth_seconds": synth_seconds,
+            "results": results}))
     return 0
 
 

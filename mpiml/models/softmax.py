@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from .base import LinearModel, _check_positive_int, class_indices
 
@@ -50,6 +51,40 @@ class SoftmaxRegression(LinearModel):
         probabilities /= np.exp(log_partition)[:, None]
         probabilities[rows, labels] -= 1.0
         return loss, probabilities
+
+    def _block_loss_grad(self, X, y, weights, intercept, coef_grad, intercept_grad,
+                         accumulate: bool) -> float:
+        """One block of rows, as :meth:`_loss_and_dz` computes it but on the scores laid out
+        class-major, ``(K, n)``: the row-wise max, sum and normalisation then run over K
+        contiguous vectors of n values instead of n short rows of K (numpy's reductions along a
+        short last axis cost more than the products here), the label entries are addressed by
+        one flat index, and the gradient ``dZ @ X`` comes out as ``(K, d)``, the layout of
+        ``coef``. (``X @ W.T`` is kept as the product: OpenBLAS runs it ~1.4x faster than
+        ``W @ X.T`` for K = 10.)"""
+        labels = class_indices(y, self.n_classes)
+        n = len(labels)
+        scores = np.array(np.asarray(X @ weights.T).T, dtype=np.float64, order="C")  # (K, n)
+        if intercept is not None:
+            scores += intercept[:, None]
+        scores -= scores.max(axis=0)
+        flat = scores.reshape(-1)
+        at_label = labels * n + np.arange(n)
+        picked = float(flat.take(at_label).sum())
+        np.exp(scores, out=scores)
+        partition = scores.sum(axis=0)
+        scores /= partition  # probabilities
+        loss = float(np.log(partition, out=partition).sum()) - picked
+        flat[at_label] -= 1.0  # dloss/dZ
+        row_weights = scores.astype(weights.dtype, copy=False)
+        block_grad = (X.T @ row_weights.T).T if sp.issparse(X) else row_weights @ X
+        if not accumulate:
+            coef_grad[...] = 0.0
+            if intercept_grad is not None:
+                intercept_grad[...] = 0.0
+        coef_grad += block_grad
+        if intercept_grad is not None:
+            intercept_grad += scores.sum(axis=1)
+        return loss
 
     def predict_proba(self, params, X):
         """Class probabilities, shape ``(n, K)``."""
