@@ -60,6 +60,7 @@ $(OMPI_STAMP): pyproject.toml
 
 data/quickstart.h5: | $(STAMP)
 	@echo "==> generating the demo data set (20,000 x 20 binary, 5,000 test rows)"
+	@mkdir -p data
 	$(PY) -m mpiml.data synth --task binary --rows 20000 --features 20 --test-rows 5000 \
 	    --seed 0 $@
 

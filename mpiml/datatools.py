@@ -85,8 +85,10 @@ class _Progress:
 
 @contextmanager
 def _atomic_hdf5(path):
-    """Write an HDF5 file under a temporary name and move it into place only on success."""
+    """Write an HDF5 file under a temporary name and move it into place only on success; a
+    missing parent directory of ``path`` is created."""
     path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     partial = f"{path}.partial-{os.getpid()}"
     try:
         with h5py.File(partial, "w") as handle:

@@ -385,3 +385,15 @@ def test_module_entry_point_reports_user_errors_without_traceback(tmp_path):
     assert job.returncode == 1
     assert job.stderr == (f"python -m mpiml.data convert: error: {bad}, line 2, column 2: "
                           f"value 'x' is not a number\n")
+
+
+def test_synth_creates_a_missing_output_directory(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "new" / "dir" / "d.h5"
+    job = subprocess.run([sys.executable, "-m", "mpiml.data", "synth", "--task", "binary",
+                          "--rows", "50", "--features", "3", "--seed", "0", str(out)],
+                         capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr
+    assert out.exists()
