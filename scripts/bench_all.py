@@ -3,10 +3,11 @@
     python scripts/bench_all.py [--quick] [--out docs/benchmarks.md] [--img-dir docs/img]
                                 [--data-dir data/bench] [--keep-json DIR]
 
-``make bench`` runs it in full (about 10 minutes on the 2-core reference machine);
-``make bench-quick`` and the CI smoke test run ``--quick`` (small data, one repetition, under a
-minute) and write elsewhere. Each benchmark script runs as its own process and hands back JSON;
-this script turns the results into markdown and replaces the blocks between
+``make bench`` runs it in full (5-15 minutes on the 2-core reference machine, depending on what
+else runs there); ``make bench-quick`` and the CI smoke test run ``--quick`` (small data, one
+repetition, under a minute) and write elsewhere. Each benchmark script runs as its own process
+and hands back JSON (bench_reproducible.py and bench_ulfm.py print a markdown table, which is
+taken as it is); this script turns the results into markdown and replaces the blocks between
 ``<!-- begin generated: NAME -->`` and ``<!-- end generated: NAME -->`` in ``--out`` (blocks
 that are missing are appended), so the prose around them is kept. Benchmark data are written
 by ``python -m mpiml.data synth`` into ``--data-dir`` (gitignored ``data/bench``; the quick mode
@@ -58,6 +59,40 @@ def steps(quick: bool, data_dir: str) -> dict[str, list[str]]:
     }
 
 
+def text_steps(quick: bool) -> dict[str, list[str] | str]:
+    """Benchmarks that print a markdown table (no JSON): the command, or why it is not run."""
+    py = sys.executable
+    out: dict[str, list[str] | str] = {
+        "reproducible": [py, str(SCRIPTS / "bench_reproducible.py")]
+        + (["--quick"] if quick else [])}
+    ompi_python = ROOT / ".venv-ompi" / "bin" / "python"
+    if quick:
+        out["ulfm"] = "not run in --quick mode (it needs the Open MPI venv)"
+    elif not ompi_python.exists():
+        out["ulfm"] = f"not run: no Open MPI venv ({os.path.relpath(ompi_python, ROOT)}; `make " \
+                      "test` creates it)"
+    else:
+        out["ulfm"] = [py, str(SCRIPTS / "bench_ulfm.py")]
+    return out
+
+
+def run_text_step(cmd: list[str] | str, env: dict) -> str:
+    """Markdown of a table-printing benchmark: its command, the load, and its table lines; a
+    failure is reported in the block instead of stopping the run."""
+    if isinstance(cmd, str):
+        return cmd[0].upper() + cmd[1:] + "."
+    before = benchlib.load()
+    job = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, check=False, timeout=1800)
+    lines = job.stdout.splitlines()
+    if job.returncode != 0:
+        tail = "\n".join(lines[-5:])
+        return f"`{shown(cmd)}` failed (exit {job.returncode}):\n\n```\n{tail}\n```"
+    table = [line for line in lines if line.startswith("|")]
+    return "\n".join([f"Command: `{shown(cmd)}` (load average {before} -> {benchlib.load()}).",
+                      "", *table])
+
+
 def shown(cmd: list[str]) -> str:
     """A command as a reader would type it (python and script paths relative to the repo)."""
     parts = ["python" if part == sys.executable else part for part in cmd]
@@ -92,8 +127,11 @@ def human(nbytes: int) -> str:
 
 def environment_block(info: dict) -> str:
     v = info["versions"]
-    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b.get('architecture') or '-'}, "
-                     f"{b['prefix']})" for b in info["blas"]) or "unknown"
+    blas = "; ".join(f"{b['prefix']}{' ' + b['version'] if b['version'] else ''} "
+                     f"({b['internal_api']}"
+                     + (f", kernel {b['architecture']}" if b.get("architecture") else "") + ")"
+                     for b in sorted(info["blas"], key=lambda b: b["internal_api"] != "openblas"))
+    blas = blas or "unknown"
     coretype = ", ".join(f"{name}={os.environ[name]}" for name in
                          ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if name in os.environ)
     lines = [
@@ -525,6 +563,11 @@ def main() -> int:
                            stdout=subprocess.DEVNULL if args.quick else None)
             loads[name] = (before, benchlib.load())
             results[name] = json.loads(path.read_text())
+        texts = {}
+        for name, cmd in text_steps(args.quick).items():
+            print(f"==> [{time.perf_counter() - started:5.0f} s] "
+                  f"{cmd if isinstance(cmd, str) else shown(cmd)}", flush=True)
+            texts[name] = run_text_step(cmd, env)
     info = {"command": "python scripts/bench_all.py" + (" --quick" if args.quick else ""),
             "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
             "mode": "quick" if args.quick else "full", "seconds": time.perf_counter() - started,
@@ -546,6 +589,7 @@ def main() -> int:
                                      [f"{rel}/{name}" for name in plots]),
         "data": data_block(results["data"]),
         "checkpoint": checkpoint_block(results["checkpoint"], commands["checkpoint"]),
+        **texts,
     }
     text = out.read_text() if out.exists() else "# Benchmarks\n"
     out.write_text(replace_blocks(text, blocks))

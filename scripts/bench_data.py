@@ -136,7 +136,9 @@ def main() -> int:
             load_average = " ".join(f"{value:.2f}" for value in os.getloadavg())
             results.append(dict(run_ranks(args.mpiexec, ranks, path), load_average=load_average))
         file_bytes = os.path.getsize(path)
-    command = " ".join(["python", "scripts/bench_data.py", *sys.argv[1:]])
+    shown = [arg for arg, before in zip(sys.argv[1:], ["", *sys.argv[1:-1]], strict=True)
+             if "--json" not in (arg, before)]
+    command = " ".join(["python", "scripts/bench_data.py", *shown])
     sys.stdout.write(
         f"`{command}` -- {args.rows:,} x {args.features} float32 ({file_bytes / 2**20:.0f} MB "
         f"file, written by synth in {synth_seconds:.1f} s), batch {BATCH_SIZE} rows, "
