@@ -125,6 +125,7 @@ def train(args, comm=None, stop=None) -> int:
     if comm is None:  # the CLI's own job: COMM_WORLD must hold every rank the launcher started
         check_launch(collectives.world().Get_size())
     comm = collectives.world(comm)
+    started_with = comm.Get_size()
     resolved = resolve_config(args, comm)
     fault = faults.from_env()
     if stop is not None:
@@ -156,6 +157,13 @@ def train(args, comm=None, stop=None) -> int:
         log.close()
         if stop is not None:
             stop.finished()
+    if comm.Get_size() < started_with:
+        # Ranks died and the survivors finished (fault.mode shrink): the model is saved and every
+        # output flushed. MPI_Finalize after a rank's death was seen to hang now and then with
+        # Open MPI's ULFM, so the survivors leave without it (mpirun still reports success).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
