@@ -470,13 +470,18 @@ def sklearn_worker(args) -> None:
     epochs = 2 if args.quick else SGD_EPOCHS
     with threadpool_limits(1):
         times = {}
-        for count in (1, epochs):
-            model = SGDClassifier(loss="log_loss", alpha=ALPHA, max_iter=count, tol=None,
-                                  random_state=0)
-            start = time.perf_counter()
-            model.fit(X, y)
-            times[count] = time.perf_counter() - start
-    out["sgd"] = {"epoch": (times[epochs] - times[1]) / (epochs - 1), "epochs": epochs,
+        for _ in range(2):  # best of 2 of each fit
+            for count in (1, epochs):
+                model = SGDClassifier(loss="log_loss", alpha=ALPHA, max_iter=count, tol=None,
+                                      random_state=0)
+                start = time.perf_counter()
+                model.fit(X, y)
+                elapsed = time.perf_counter() - start
+                times[count] = min(times.get(count, elapsed), elapsed)
+    epoch = (times[epochs] - times[1]) / (epochs - 1)
+    if epoch <= 0:  # noise larger than the difference: count the set-up too
+        epoch = times[epochs] / epochs
+    out["sgd"] = {"epoch": epoch, "epochs": epochs,
                   "accuracy": float((model.predict(X_test) == y_test).mean())}
     out["load_after"] = benchlib.load()
     benchlib.emit(out)
@@ -589,7 +594,7 @@ def main() -> int:
     parser.add_argument("--data-dir", help="where the synth files go (default data/bench)")
     parser.add_argument("--mpiexec", default=benchlib.default_mpiexec())
     parser.add_argument("--json", help="write the combined results here")
-    parser.add_argument("--wait-quiet", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--wait-quiet", type=float, default=15.0, metavar="SECONDS",
                         help="before each measurement wait up to this long for 2 idle cores")
     parser.add_argument("--worker", choices=("mpiml", "sklearn"), help=argparse.SUPPRESS)
     parser.add_argument("--sections", default="", help=argparse.SUPPRESS)
