@@ -9,11 +9,11 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "allreduce": "mpiml.collectives",
-    "broadcast": "mpiml.collectives",
+    "allreduce": "mpiml.comm",
+    "broadcast": "mpiml.comm",
     "load_shard": "mpiml.data",
     "row_range": "mpiml.data",
-    "run_spmd": "mpiml.spmd",
+    "run_spmd": "mpiml.comm",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

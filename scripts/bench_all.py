@@ -54,8 +54,7 @@ def steps(quick: bool, data_dir: str) -> dict[str, list[str]]:
         "data": [py, str(SCRIPTS / "bench_data.py")],
         "checkpoint": [py, str(SCRIPTS / "bench_checkpoint.py")],
         "training": [py, str(SCRIPTS / "bench_training.py"), "--data-dir", data_dir],
-        "kmeans_hgbt": [py, str(SCRIPTS / "bench_kmeans_hgbt.py"), "--whatif", "--data-dir",
-                        data_dir],
+        "kmeans_hgbt": [py, str(SCRIPTS / "bench_kmeans_hgbt.py"), "--data-dir", data_dir],
     }
 
 
@@ -174,7 +173,7 @@ def targets_block(r: dict) -> str:
             rows.append(f"| L-BFGS {label} | objective not reached | - | <= 0.5 | **missed** |")
     gd2, gd1 = t["gd_2r"], t["gd_1r"]
     share = gd2["floor"] / gd2["step"]
-    rows.append(f"| full-batch gradient step (2 ranks, Trainer `gd`) vs streaming floor "
+    rows.append(f"| full-batch gradient step (2 ranks, `optimizer.name: gd`) vs streaming floor "
                 f"`X @ w` + `X.T @ r` | {ms(gd2['step'])} ms / {ms(gd2['floor'])} ms | "
                 f"{share:.2f} of floor speed | >= 0.70 | {verdict(share >= 0.7)} |")
     sgd = t["sgd"]
@@ -184,12 +183,12 @@ def targets_block(r: dict) -> str:
                 f"{sgd['mpiml']['accuracy']:.4f} vs {sgd['sklearn']['accuracy']:.4f}) | "
                 f"{ms(sgd['mpiml']['epoch'])} ms / {ms(sgd['sklearn']['epoch'])} ms | "
                 f"{ratio:.2f} | <= 0.5, accuracy >= | {verdict(ok)} |")
-    km, km_sk = k["kmeans"]["mpiml_2r as is"], k["kmeans"]["sklearn_2t"]
+    km, km_sk = k["kmeans"]["mpiml_2r"], k["kmeans"]["sklearn_2t"]
     ratio = km["iteration"] / km_sk["iteration"]
     rows.append(f"| K-Means Lloyd iteration, 2 ranks / `KMeans` 2 threads | "
                 f"{ms(km['iteration'])} ms / {ms(km_sk['iteration'])} ms | {ratio:.2f} | <= 1 | "
                 f"{verdict(ratio <= 1.0)} |")
-    hg, hg_sk = k["hgbt"]["mpiml_2r as is"], k["hgbt"]["sklearn_2t"]
+    hg, hg_sk = k["hgbt"]["mpiml_2r"], k["hgbt"]["sklearn_2t"]
     rows.append(f"| boosting: time per tree, 2 ranks / `HistGradientBoostingClassifier` 2 "
                 f"threads | {ms(hg['tree'])} ms / {ms(hg_sk['tree'])} ms | "
                 f"{hg['tree'] / hg_sk['tree']:.2f} | (reported) | - |")
@@ -209,7 +208,7 @@ def targets_block(r: dict) -> str:
         o = t.get(f"overhead_{ranks}r")
         if o is None:
             continue
-        step = o["per_step"]["as is"]
+        step = o["per_step"]
         extra = step - o["model"]
         rows.append(f"| per-step overhead of the loop, tiny model (d=10, batch 256), {ranks} "
                     f"rank{'s' if ranks > 1 else ''} | {us(step)} µs/step - {us(o['model'])} µs "
@@ -237,8 +236,8 @@ def training_block(t: dict) -> str:
     out.append("**L-BFGS: time to reach scikit-learn's final objective.** scikit-learn "
                "`LogisticRegression(solver='lbfgs', C=1/(N alpha), max_iter=1000)` with its "
                "default `tol=1e-4` sets the objective; mpiml (`optimizer.name: lbfgs`, "
-               "`train.batch_size: null`) counts from `Trainer.fit()` to the first iterate whose "
-               "objective, re-evaluated in float64 by the same independent formula as "
+               "`train.batch_size: null`) counts from the start of the loop to the first iterate "
+               "whose objective, re-evaluated in float64 by the same independent formula as "
                "scikit-learn's coefficients, is within 1e-7 (relative) of it.")
     out.append("")
     out.append("| model | scikit-learn 1 thread | scikit-learn 2 threads | mpiml 1 rank | "
@@ -270,11 +269,11 @@ def training_block(t: dict) -> str:
     out.append("")
     gd2, gd1 = t["gd_2r"], t["gd_1r"]
     out.append("**Full-batch gradient and strong scaling** (logistic, binary data, float32; "
-               "Trainer `optimizer.name: gd` step = gradient pass + allreduce + update; floor = "
+               "`optimizer.name: gd` step = gradient pass + allreduce + update; floor = "
                "`X @ w` then `X.T @ r` with numpy on the same shard, each rank at once; best "
                "step of the run).")
     out.append("")
-    out.append("| ranks | rows/rank | Trainer step ms | model `loss_grad_sum` ms | floor ms | "
+    out.append("| ranks | rows/rank | loop step ms | model `loss_grad_sum` ms | floor ms | "
                "floor / step |")
     out.append("|---:|---:|---:|---:|---:|---:|")
     for ranks, gd in ((1, gd1), (2, gd2)):
@@ -308,21 +307,10 @@ def training_block(t: dict) -> str:
         o = t.get(f"overhead_{ranks}r")
         if o is None:
             continue
-        step = o["per_step"]["as is"]
+        step = o["per_step"]
         extra = step - o["model"]
         out.append(f"| {ranks} | {us(step)} | {us(o['model'])} | {us(extra)} | {us(o['gather'])}"
                    f" | {us(o['allreduce'])} | {us(extra - o['gather'] - o['allreduce'])} |")
-    whatif = t.get("overhead_2r", {}).get("per_step", {})
-    if len(whatif) > 1:
-        out.append("")
-        out.append("Candidate changes to `mpiml/data.py` and `mpiml/trainer.py`, monkeypatched "
-                   "into the same 2-rank run, interleaved with the unchanged loop (benchmark "
-                   "only; see `WHATIF` in scripts/bench_training.py):")
-        out.append("")
-        out.append("| variant | step µs | vs as is |")
-        out.append("|---|---:|---:|")
-        for name, value in whatif.items():
-            out.append(f"| {name} | {us(value)} | {value / whatif['as is']:.2f} |")
     return "\n".join(out)
 
 
@@ -343,7 +331,7 @@ def kmeans_hgbt_block(k: dict) -> str:
     out.append("| | ms per iteration | iterations | inertia |")
     out.append("|---|---:|---:|---:|")
     for name, entry in k["kmeans"].items():
-        label = (name.replace("mpiml_2r", "mpiml, 2 ranks,")
+        label = (name.replace("mpiml_2r", "mpiml, 2 ranks")
                  .replace("sklearn_2t", "scikit-learn KMeans, 2 threads")
                  .replace("sklearn_1t", "scikit-learn KMeans, 1 thread"))
         out.append(f"| {label} | {ms(entry['iteration'])} | {entry['n_iter']} | "
@@ -355,7 +343,7 @@ def kmeans_hgbt_block(k: dict) -> str:
     out.append("| | ms per tree | test accuracy |")
     out.append("|---|---:|---:|")
     for name, entry in k["hgbt"].items():
-        label = (name.replace("mpiml_2r", "mpiml, 2 ranks,")
+        label = (name.replace("mpiml_2r", "mpiml, 2 ranks")
                  .replace("sklearn_2t", "HistGradientBoostingClassifier, 2 threads")
                  .replace("sklearn_1t", "HistGradientBoostingClassifier, 1 thread"))
         out.append(f"| {label} | {ms(entry['tree'])} | {entry['accuracy']:.4f} |")

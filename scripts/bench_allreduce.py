@@ -36,7 +36,7 @@ def sizes(quick: bool) -> list[int]:
 
 
 def time_one(buf, comm, algorithm, seconds, ring_threshold) -> float:
-    from mpiml.collectives import allreduce
+    from mpiml.comm import allreduce
 
     def run(n):
         comm.Barrier()
@@ -127,7 +127,7 @@ def driver(args) -> int:
 
 
 def main() -> int:
-    from mpiml.collectives import DEFAULT_RING_THRESHOLD
+    from mpiml.comm import DEFAULT_RING_THRESHOLD
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, nargs="+", default=[2, 4])

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiml import checkpoint
-from mpiml.checkpoint import Checkpoint
 from mpiml.config import CheckpointConfig
+from mpiml.files import checkpoint
+from mpiml.files.checkpoint import Checkpoint
 
 
 def measure(directory, megabytes: float, repeats: int) -> tuple[float, float]:

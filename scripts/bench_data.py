@@ -34,7 +34,7 @@ def worker(path: str) -> None:
     import h5py
     import numpy as np
 
-    from mpiml.collectives import allgather_object, rank_and_size
+    from mpiml.comm import allgather_object, rank_and_size
     from mpiml.data import BatchPlan, load_shard
     from mpiml.models import LogisticRegression
 
@@ -123,7 +123,7 @@ def main() -> int:
 
     import numpy as np
 
-    from mpiml.datatools import synth
+    from mpiml.data.tools import synth
 
     with tempfile.TemporaryDirectory(prefix="bench-data-") as directory:
         path = os.path.join(directory, "bench.h5")

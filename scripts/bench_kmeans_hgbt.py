@@ -6,13 +6,12 @@
   drawn with a fixed seed) with ``tol=0``, against ``KMeans(init=centres, n_init=1,
   algorithm="lloyd", tol=0)`` with 2 threads (and 1). Time per iteration: mpiml from its
   ``on_iteration`` callbacks; scikit-learn as ``(t(M) - t(1)) / (n_iter(M) - 1)`` (best of 3
-  fits each), so that neither side pays for set-up. ``--whatif`` also times mpiml with the
-  K-Means changes proposed in docs/benchmarks.md monkeypatched in (benchmark only).
+  fits each), so that neither side pays for set-up.
 * Boosted trees: binary 1M x 100, depth 6, 255 bins, ``min_samples_leaf=20``, ``l2=1``, against
   ``HistGradientBoostingClassifier(max_depth=6, max_leaf_nodes=None, early_stopping=False)``
   with 2 threads (and 1). Time per tree: mpiml from ``on_tree`` (trees after the first);
   scikit-learn from the per-iteration times its ``verbose=2`` prints; binning excluded on both
-  sides. ``--whatif`` also times the histogram change proposed in docs/benchmarks.md.
+  sides.
 
 mpiml runs in-process under ``mpiexec -n 2`` (one BLAS thread per rank); scikit-learn in a
 plain process with threadpoolctl. The driver alternates them ``--repeats`` times and keeps the
@@ -56,109 +55,6 @@ def initial_centers(path: str) -> np.ndarray:
         return np.asarray(handle["X"][rows], dtype=np.float64)
 
 
-# -- proposed K-Means changes, patched in for measurement only -------------------------------------
-
-
-def _assign_in_x_dtype(X, x_norms, centers):
-    """``kmeans._assign`` with the product in X's dtype (float32 X is not copied to float64 for
-    the product) and ``||x||^2`` added only to each row's minimum, not to all k distances."""
-    import scipy.sparse as sp
-
-    from mpiml import kmeans
-
-    if sp.issparse(X) or X.dtype != np.float32:
-        return kmeans._ORIGINAL_ASSIGN(X, x_norms, centers)
-    n = X.shape[0]
-    labels = np.empty(n, dtype=np.int64)
-    distances = np.empty(n, dtype=np.float64)
-    center_norms = np.einsum("ij,ij->i", centers, centers)
-    weights = (-2.0 * centers.T).astype(np.float32)
-    block = max(1, kmeans._BLOCK_VALUES // len(centers))
-    for lo in range(0, n, block):
-        hi = min(n, lo + block)
-        partial = np.asarray(X[lo:hi] @ weights, dtype=np.float64)  # -2 x.c
-        partial += center_norms
-        labels[lo:hi] = np.argmin(partial, axis=1)
-        nearest = partial[np.arange(hi - lo), labels[lo:hi]]
-        nearest += x_norms[lo:hi]
-        np.maximum(nearest, 0.0, out=distances[lo:hi])
-    return labels, distances
-
-
-def _statistics_by_dense_blocks(buf, X, labels, distances, k):
-    """``kmeans._fill_statistics`` without the sparse one-hot matrix: per block of rows, a dense
-    (k x rows) indicator in X's dtype times the block (one small GEMM), summed in float64.
-    (scipy upcasts float32 X to float64 for the sparse product: a full copy per iteration.)"""
-    import scipy.sparse as sp
-
-    from mpiml import kmeans
-
-    if sp.issparse(X):
-        return kmeans._ORIGINAL_STATISTICS(buf, X, labels, distances, k)
-    n, d = X.shape
-    sums = np.zeros((k, d))
-    clusters = np.arange(k)[:, None]
-    for lo in range(0, n, 16384):
-        hi = min(n, lo + 16384)
-        indicator = (labels[lo:hi] == clusters).astype(X.dtype)
-        sums += indicator @ X[lo:hi]
-    buf[: k * d] = sums.ravel()
-    buf[k * d : k * d + k] = np.bincount(labels, minlength=k)
-    buf[-1] = distances.sum()
-
-
-def _patch(assign=False, statistics=False):
-    from mpiml import kmeans
-
-    kmeans._ORIGINAL_ASSIGN = getattr(kmeans, "_ORIGINAL_ASSIGN", kmeans._assign)
-    kmeans._ORIGINAL_STATISTICS = getattr(kmeans, "_ORIGINAL_STATISTICS",
-                                          kmeans._fill_statistics)
-    kmeans._assign = _assign_in_x_dtype if assign else kmeans._ORIGINAL_ASSIGN
-    kmeans._fill_statistics = (_statistics_by_dense_blocks if statistics
-                               else kmeans._ORIGINAL_STATISTICS)
-
-
-def _histograms_by_column(hist, built, node_of, binned, gradients, hessians, trees):
-    """``hgbt_tree._fill_histograms`` without ``np.asfortranarray(binned[rows])`` (a gather and
-    transposition of every feature of the rows in built nodes, at every level): each feature's
-    bins of those rows are gathered from its contiguous column, one feature at a time. Same
-    histograms, same trees."""
-    n_bins = hist.shape[3]
-    for t in range(len(trees)):
-        mine = [c for c in built if c.tree == t]
-        if not mine:
-            continue
-        local_slot = np.full(len(trees[t].feature), -1, dtype=np.intp)
-        local_slot[[c.node for c in mine]] = np.arange(len(mine))
-        slots = local_slot[node_of[t]]
-        rows = np.flatnonzero(slots >= 0)
-        if rows.size == 0:
-            continue
-        every = rows.size == len(slots)
-        base = slots[rows] * n_bins
-        size = len(mine) * n_bins
-        targets = [c.slot for c in mine]
-        weights = (gradients[t, rows], hessians[t, rows], None)
-        for j in range(binned.shape[1]):
-            index = base + (binned[:, j] if every else binned[:, j][rows])
-            for q, weight in enumerate(weights):
-                hist[q, targets, j] = np.bincount(index, weight, size).reshape(len(mine), n_bins)
-
-
-def _patch_histograms(by_column: bool):
-    from mpiml import hgbt_tree
-
-    hgbt_tree._ORIGINAL_HISTOGRAMS = getattr(hgbt_tree, "_ORIGINAL_HISTOGRAMS",
-                                             hgbt_tree._fill_histograms)
-    hgbt_tree._fill_histograms = (_histograms_by_column if by_column
-                                  else hgbt_tree._ORIGINAL_HISTOGRAMS)
-
-
-KMEANS_VARIANTS = {"as is": {}, "float32 product": {"assign": True},
-                   "dense-block statistics": {"statistics": True},
-                   "both": {"assign": True, "statistics": True}}
-
-
 # -- workers ---------------------------------------------------------------------------------------
 
 
@@ -168,56 +64,46 @@ def mpiml_worker(args) -> None:
     from mpi4py import MPI
 
     from mpiml.data import load_shard
-    from mpiml.hgbt import fit_hgbt, predict
-    from mpiml.kmeans import fit_kmeans
+    from mpiml.fit.boosting import fit_hgbt
+    from mpiml.fit.kmeans import fit_kmeans
+    from mpiml.models.trees import predict
 
     warnings.filterwarnings("ignore", "K-Means did not converge")  # tol=0 runs max_iter
     comm = MPI.COMM_WORLD
-    out = {"ranks": comm.size, "load_before": benchlib.load(), "kmeans": {}}
+    out = {"ranks": comm.size, "load_before": benchlib.load()}
     shard = load_shard(args.blobs, comm, y=None)
     centers = initial_centers(args.blobs)
-    variants = KMEANS_VARIANTS if args.whatif else {"as is": {}}
-    for name, patch in variants.items():
-        _patch(**patch)
-        stamps = []
-        comm.Barrier()
-        start = time.perf_counter()
-        result = fit_kmeans(shard.X, K, comm, init=centers.copy(), max_iter=args.iterations,
-                            tol=0.0, on_iteration=lambda state, stamps=stamps: stamps.append(
-                                time.perf_counter()),
-                            row_offset=shard.start, n_total=shard.n_total)
-        total = time.perf_counter() - start
-        per_iteration = np.diff(stamps)
-        out["kmeans"][name] = {
-            "iteration": float(per_iteration.min() if len(per_iteration) else total),
-            "iteration_median": float(np.median(per_iteration) if len(per_iteration) else total),
-            "n_iter": result.n_iter, "inertia": result.inertia, "seconds_total": total}
-    _patch()
+    stamps = []
+    comm.Barrier()
+    start = time.perf_counter()
+    result = fit_kmeans(shard.X, K, comm, init=centers.copy(), max_iter=args.iterations,
+                        tol=0.0, on_iteration=lambda state: stamps.append(time.perf_counter()),
+                        row_offset=shard.start, n_total=shard.n_total)
+    total = time.perf_counter() - start
+    per_iteration = np.diff(stamps)
+    out["kmeans"] = {
+        "iteration": float(per_iteration.min() if len(per_iteration) else total),
+        "iteration_median": float(np.median(per_iteration) if len(per_iteration) else total),
+        "n_iter": result.n_iter, "inertia": result.inertia, "seconds_total": total}
     del shard
     shard = load_shard(args.binary, comm, task="binary")
     test = load_shard(args.binary, comm, x="X_test", y="y_test", task="binary")
-    out["hgbt"] = {}
-    for name, by_column in (("as is", False), ("per-column histograms", True))[
-            : 2 if args.whatif else 1]:
-        _patch_histograms(by_column)
-        stamps = []
-        comm.Barrier()
-        start = time.perf_counter()
-        result = fit_hgbt(shard.X, shard.y, comm, task="binary", n_estimators=args.trees,
-                          row_offset=shard.start, n_total=shard.n_total,
-                          on_tree=lambda model, stamps=stamps: stamps.append(
-                              time.perf_counter()),
-                          learning_rate=HGBT["learning_rate"], max_depth=HGBT["max_depth"],
-                          min_samples_leaf=HGBT["min_samples_leaf"], l2=HGBT["l2"],
-                          max_bins=HGBT["max_bins"])
-        total = time.perf_counter() - start
-        correct = comm.allreduce(float((predict(result.model, test.X) == test.y).sum()))
-        trees = np.diff(stamps)
-        out["hgbt"][name] = {"tree": float(trees.min() if len(trees) else total),
-                             "tree_median": float(np.median(trees) if len(trees) else total),
-                             "first_tree_with_binning": stamps[0] - start, "trees": args.trees,
-                             "seconds_total": total, "accuracy": correct / test.n_total}
-    _patch_histograms(False)
+    stamps = []
+    comm.Barrier()
+    start = time.perf_counter()
+    result = fit_hgbt(shard.X, shard.y, comm, task="binary", n_estimators=args.trees,
+                      row_offset=shard.start, n_total=shard.n_total,
+                      on_tree=lambda model: stamps.append(time.perf_counter()),
+                      learning_rate=HGBT["learning_rate"], max_depth=HGBT["max_depth"],
+                      min_samples_leaf=HGBT["min_samples_leaf"], l2=HGBT["l2"],
+                      max_bins=HGBT["max_bins"])
+    total = time.perf_counter() - start
+    correct = comm.allreduce(float((predict(result.model, test.X) == test.y).sum()))
+    trees = np.diff(stamps)
+    out["hgbt"] = {"tree": float(trees.min() if len(trees) else total),
+                   "tree_median": float(np.median(trees) if len(trees) else total),
+                   "first_tree_with_binning": stamps[0] - start, "trees": args.trees,
+                   "seconds_total": total, "accuracy": correct / test.n_total}
     out["load_after"] = benchlib.load()
     if comm.rank == 0:
         benchlib.emit(out)
@@ -283,19 +169,14 @@ def sklearn_worker(args) -> None:
 
 def combine(mine: list[dict], theirs: list[dict]) -> dict:
     result = {"loads": [run["load_before"] for run in mine + theirs], "kmeans": {}, "hgbt": {}}
-    for name in mine[0]["kmeans"]:
-        result["kmeans"][f"mpiml_2r {name}"] = min(
-            (run["kmeans"][name] for run in mine if name in run["kmeans"]),
-            key=lambda r: r["iteration"])
+    result["kmeans"]["mpiml_2r"] = min((run["kmeans"] for run in mine),
+                                       key=lambda r: r["iteration"])
     for threads in ("2t", "1t"):
         result["kmeans"][f"sklearn_{threads}"] = min((run["kmeans"][threads] for run in theirs),
                                                      key=lambda r: r["iteration"])
         result["hgbt"][f"sklearn_{threads}"] = min((run["hgbt"][threads] for run in theirs),
                                                    key=lambda r: r["tree"])
-    for name in mine[0]["hgbt"]:
-        result["hgbt"][f"mpiml_2r {name}"] = min(
-            (run["hgbt"][name] for run in mine if name in run["hgbt"]),
-            key=lambda r: r["tree"])
+    result["hgbt"]["mpiml_2r"] = min((run["hgbt"] for run in mine), key=lambda r: r["tree"])
     return result
 
 
@@ -321,10 +202,9 @@ def driver(args) -> dict:
                                          *common], env=env1))
         print(f"[bench_kmeans_hgbt] repeat {repeat + 1}: mpiml at 2 ranks (load "
               f"{benchlib.load()})", file=sys.stderr, flush=True)
-        whatif = ["--whatif"] if args.whatif and repeat == 0 else []  # diagnostics: once
         busy["mpiml 2 ranks"].append(benchlib.wait_for_quiet(2, quiet))
         mine.append(benchlib.run_json([args.mpiexec, "-n", "2", sys.executable, script,
-                                       "--worker", "mpiml", *whatif, *common], env=env1))
+                                       "--worker", "mpiml", *common], env=env1))
     result = combine(mine, theirs)
     result.update(mode=mode, repeats=args.repeats, data=commands, iterations=iterations, busy=busy,
                   trees=trees, hgbt_settings=HGBT, k=K, workloads=WORKLOADS[mode],
@@ -338,8 +218,6 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, help="repetitions (default 2, quick 1)")
     parser.add_argument("--data-dir", help="where the synth files go (default data/bench)")
     parser.add_argument("--mpiexec", default=benchlib.default_mpiexec())
-    parser.add_argument("--whatif", action="store_true",
-                        help="also time the proposed K-Means changes (monkeypatched)")
     parser.add_argument("--json", help="write the combined results here")
     parser.add_argument("--wait-quiet", type=float, default=15.0, metavar="SECONDS",
                         help="before each measurement wait up to this long for 2 idle cores")

@@ -24,7 +24,9 @@ def worker(path: str, full_steps: int, sgd_steps: int) -> None:
     from mpi4py import MPI
 
     from mpiml import config
-    from mpiml.trainer import Trainer
+    from mpiml.data.run_rows import load_run_data
+    from mpiml.fit import fit
+    from mpiml.run import open_run
 
     comm = MPI.COMM_WORLD
     off = {"checkpoint": {"enabled": False}, "fault": {"stall_seconds": None}}
@@ -42,11 +44,15 @@ def worker(path: str, full_steps: int, sgd_steps: int) -> None:
         for reproducible in (False, True, False, True):
             raw = {"data": {"train": path}, "model": {"kind": "logistic"}, **off, **sections}
             raw["train"] = dict(sections["train"], reproducible=reproducible, log_every=10**9)
-            trainer = Trainer(config.from_dict(raw), comm)
-            comm.Barrier()
-            start = time.perf_counter()
-            result = trainer.fit()
-            elapsed = time.perf_counter() - start
+            if not reproducible:
+                del raw["train"]["block_rows"]
+            resolved = config.from_dict(raw)
+            with open_run(resolved, comm) as run:
+                rows_of_run = load_run_data(resolved, run.reducer, "binary")
+                comm.Barrier()
+                start = time.perf_counter()
+                result = fit(run, rows_of_run)
+                elapsed = time.perf_counter() - start
             per_step = comm.allreduce(elapsed, op=MPI.MAX) / result.steps
             times[reproducible] = min(times.get(reproducible, per_step), per_step)
         rows.append((name, times[False], times[True]))

@@ -1,10 +1,11 @@
-"""Training benchmarks: mpiml's Trainer at 1 and 2 ranks against scikit-learn, side by side.
+"""Training benchmarks: mpiml's gradient loops at 1 and 2 ranks against scikit-learn, side by side.
 
     python scripts/bench_training.py [--quick] [--repeats N] [--data-dir DIR] [--json OUT]
 
 mpiml runs in-process: a worker started with ``mpiexec -n P python bench_training.py --worker
-mpiml`` builds a :class:`mpiml.trainer.Trainer` from a config (the same object ``python -m
-mpiml.train`` builds) and times ``fit`` after the data are loaded. scikit-learn runs in a plain
+mpiml`` builds the run context, rows and gradient problem from a config (what ``python -m
+mpiml.train`` builds, through the same public functions) and times the loop after the data are
+loaded. scikit-learn runs in a plain
 process (no MPI) with threadpoolctl limiting its BLAS/OpenMP threads. The driver alternates the
 two ``--repeats`` times and keeps the best time of each measurement; every row records the load
 average around it. Workloads come from ``python -m mpiml.data synth`` (deterministic; cached in
@@ -21,8 +22,7 @@ Measurements (targets of issue 9; ``docs/benchmarks.md`` has the results):
 * ``sgd``: epoch of momentum SGD against ``SGDClassifier(loss="log_loss")`` and test accuracy.
 * ``overhead``: per-step time of the training loop on a tiny model (d=10, batch 256) minus the
   model's own ``loss_grad_sum`` time on the same batches, split into batch gathering, allreduce
-  and the rest; ``whatif`` times the same loop with candidate changes to data.py and
-  trainer.py monkeypatched in (benchmark only; the library is not changed).
+  and the rest.
 """
 
 from __future__ import annotations
@@ -95,6 +95,30 @@ def reference_objective(kind: str, params: np.ndarray, X, y, n_total: int, alpha
 # -- mpiml worker ----------------------------------------------------------------------------------
 
 
+def gradient_problem(config, comm, log, rows=None):
+    """The run context and gradient problem of ``config`` with this rank's rows loaded (or
+    ``rows`` reused): what ``python -m mpiml.train`` builds before its loop."""
+    from mpiml.data.run_rows import load_run_data
+    from mpiml.fit.gradient import GradientProblem
+    from mpiml.models.kinds import KINDS
+    from mpiml.run import open_run
+
+    run = open_run(config, comm, log=log)
+    if rows is None:
+        rows = load_run_data(config, run.reducer, KINDS[config.model.kind].task)
+    return GradientProblem(run, rows)
+
+
+def run_loop(problem):
+    """The loop ``python -m mpiml.train`` runs for this problem."""
+    from mpiml.fit.first_order import fit_first_order
+    from mpiml.fit.lbfgs import fit_lbfgs
+
+    if problem.run.config.optimizer.name == "lbfgs":
+        return fit_lbfgs(problem)
+    return fit_first_order(problem)
+
+
 def make_config(path: str, kind: str, optimizer: dict, train: dict, out_dir: str):
     from mpiml import config
 
@@ -113,15 +137,13 @@ def lbfgs_section(path: str, kind: str, target: float | None, comm, out_dir: str
                   max_steps: int) -> dict:
     """Run mpiml's L-BFGS; the time at which the reference objective first reaches
     ``target (1 + REL_TOL)``, the objective curve, and the final objective."""
-    from mpiml.trainer import Trainer
-
     records, state = [], {"t0": 0.0, "crossed": None}
 
     def log(record):
         if "lbfgs" in record or "loss" not in record:
             return
         records.append((time.perf_counter() - state["t0"], record["step"], record["loss"],
-                        trainer.params.copy()))
+                        problem.params.copy()))
         if target is not None and record["loss"] <= target * (1 + REL_TOL):
             state["crossed"] = state["crossed"] or record["step"]
             if record["step"] >= state["crossed"] + 3:
@@ -129,11 +151,11 @@ def lbfgs_section(path: str, kind: str, target: float | None, comm, out_dir: str
 
     config = make_config(path, kind, {"name": "lbfgs"},
                          {"batch_size": None, "max_steps": max_steps, "log_every": 1}, out_dir)
-    trainer = Trainer(config, comm, log=log)
-    shard = trainer.shard
+    problem = gradient_problem(config, comm, log)
+    shard = problem.rows.shard
     comm.Barrier()
     state["t0"] = time.perf_counter()
-    trainer.fit()
+    run_loop(problem)
     total = time.perf_counter() - state["t0"]
 
     def exact(params):
@@ -153,10 +175,8 @@ def lbfgs_section(path: str, kind: str, target: float | None, comm, out_dir: str
 
 
 def gd_section(path: str, comm, steps: int, repeats: int, out_dir: str) -> dict:
-    """Full-batch gradient-descent steps of the Trainer, the model's pass alone, and the
+    """Full-batch gradient-descent steps of the loop, the model's pass alone, and the
     streaming floor, on this rank's shard."""
-    from mpiml.trainer import Trainer
-
     stamps = []
 
     def log(record):
@@ -165,13 +185,13 @@ def gd_section(path: str, comm, steps: int, repeats: int, out_dir: str) -> dict:
 
     config = make_config(path, "logistic", {"name": "gd", "lr": 0.5},
                          {"batch_size": None, "epochs": steps}, out_dir)
-    trainer = Trainer(config, comm, log=log)
+    problem = gradient_problem(config, comm, log)
     comm.Barrier()
     start = time.perf_counter()
-    trainer.fit()
+    run_loop(problem)
     step_times = np.diff([start, *stamps])
-    X, y = trainer.shard.X, trainer.shard.y
-    model = trainer.model
+    X, y = problem.rows.shard.X, problem.rows.shard.y
+    model = problem.model
     params = np.random.default_rng(0).normal(scale=0.1, size=model.n_params)
     grad = np.empty(model.n_params)
     w = params[: X.shape[1]].astype(X.dtype)
@@ -195,8 +215,6 @@ def test_accuracy(model, params, path: str, comm) -> float:
 
 
 def sgd_section(path: str, comm, epochs: int, out_dir: str) -> dict:
-    from mpiml.trainer import Trainer
-
     stamps = []
 
     def log(record):
@@ -205,22 +223,21 @@ def sgd_section(path: str, comm, epochs: int, out_dir: str) -> dict:
 
     config = make_config(path, "logistic", SGD["optimizer"],
                          {"batch_size": SGD["batch_size"], "epochs": epochs}, out_dir)
-    trainer = Trainer(config, comm, log=log)
+    problem = gradient_problem(config, comm, log)
     comm.Barrier()
     start = time.perf_counter()
-    result = trainer.fit()
+    run_loop(problem)
     epoch_times = np.diff([start, *stamps])
     return {"epoch": float(epoch_times.min()), "epochs": epochs,
-            "steps_per_epoch": trainer.plan.n_batches(0),
-            "accuracy": test_accuracy(result.model, result.params, path, comm)}
+            "steps_per_epoch": problem.plan.n_batches(0),
+            "accuracy": test_accuracy(problem.model, problem.params, path, comm)}
 
 
-def overhead_section(path: str, comm, epochs: int, repeats: int, out_dir: str,
-                     whatif: bool) -> dict:
+def overhead_section(path: str, comm, epochs: int, repeats: int, out_dir: str) -> dict:
     """Per-step time of the loop on a tiny model, and what the model, the gather and the
     allreduce take of it."""
-    from mpiml import collectives
-    from mpiml.trainer import Trainer
+    from mpiml.comm import allreduce
+    from mpiml.data import BatchPlan
 
     stamps = []
 
@@ -230,32 +247,17 @@ def overhead_section(path: str, comm, epochs: int, repeats: int, out_dir: str,
 
     config = make_config(path, "logistic", {"name": "sgd", "lr": 0.1},
                          {"batch_size": TINY_BATCH, "epochs": epochs}, out_dir)
-    first = Trainer(config, comm, log=log)
-    run_data = first.run_data
-    variants = {"as is": None}
-    if whatif:
-        variants.update(WHATIF)
-    per_step = {name: float("inf") for name in variants}
-    names = list(variants)
-    for repeat in range(repeats):
-        for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotate order
-            patch = variants[name]
-            undo = patch() if patch else None
-            try:
-                stamps.clear()
-                trainer = Trainer(config, comm, log=log, run_data=run_data)
-                comm.Barrier()
-                start = time.perf_counter()
-                trainer.fit()
-                epoch_times = np.diff([start, *stamps])
-                steps = trainer.plan.n_batches(0)
-                per_step[name] = min(per_step[name], float(epoch_times.min()) / steps)
-            finally:
-                if undo:
-                    undo()
-    from mpiml.data import BatchPlan
-
-    shard, model = run_data.shard, first.model
+    first = gradient_problem(config, comm, log)
+    per_step = float("inf")
+    for _ in range(repeats):
+        stamps.clear()
+        problem = gradient_problem(config, comm, log, rows=first.rows)
+        comm.Barrier()
+        start = time.perf_counter()
+        run_loop(problem)
+        epoch_times = np.diff([start, *stamps])
+        per_step = min(per_step, float(epoch_times.min()) / problem.plan.n_batches(0))
+    shard, model = first.rows.shard, first.model
     plan = BatchPlan.for_shard(shard, TINY_BATCH, seed=0)
     n_batches = plan.n_batches(0)
     batches = [shard.batch(plan.local_rows(0, t)) for t in range(n_batches)]
@@ -273,133 +275,12 @@ def overhead_section(path: str, comm, epochs: int, repeats: int, out_dir: str,
 
     def allreduce_epoch():
         for _ in range(n_batches):
-            collectives.allreduce(buf, comm, validate=False)
+            allreduce(buf, comm, validate=False)
 
     parts = {name: benchlib.best_time(function, repeats + 1, comm) / n_batches
              for name, function in (("model", model_epoch), ("gather", gather_epoch),
                                     ("allreduce", allreduce_epoch))}
     return {"per_step": per_step, "steps_per_epoch": n_batches, **parts}
-
-
-# -- what-if patches (benchmark only): changes to data.py / trainer.py, measured --------------
-
-
-def _patch_presorted_batches():
-    """BatchPlan: sort each batch's local rows once per epoch (one stable argsort of the
-    epoch) instead of ``np.sort`` on every ``local_rows`` call, and return a view."""
-    from mpiml import data
-
-    original_prepare, original_rows = data.BatchPlan._prepare, data.BatchPlan.local_rows
-
-    def _prepare(self, epoch):
-        original_prepare(self, epoch)
-        batch_of = self._positions // self.batch_size
-        order = np.lexsort((self._local, batch_of))
-        self._local = self._local[order]
-        self._positions = self._positions[order]
-
-    def local_rows(self, epoch, t):
-        self._check_batch(t)
-        if epoch != self._epoch:
-            self._prepare(epoch)
-        lo, hi = np.searchsorted(self._positions, (t * self.batch_size,
-                                                   (t + 1) * self.batch_size))
-        return self._local[lo:hi]
-
-    data.BatchPlan._prepare, data.BatchPlan.local_rows = _prepare, local_rows
-
-    def undo():
-        data.BatchPlan._prepare, data.BatchPlan.local_rows = original_prepare, original_rows
-
-    return undo
-
-
-def _patch_batch_buffers():
-    """Shard.batch: gather into two buffers kept on the shard (``np.take(..., out=)``) instead
-    of allocating a new X and y batch every step."""
-    from mpiml import data
-
-    original = data.Shard.batch
-
-    def batch(self, rows):
-        if not isinstance(self.X, np.ndarray) or self.y is None:
-            return original(self, rows)
-        n = len(rows)
-        buffers = self.__dict__.get("_batch_buffers")
-        if buffers is None or len(buffers[0]) < n:
-            buffers = (np.empty((n, self.X.shape[1]), dtype=self.X.dtype),
-                       np.empty(n, dtype=self.y.dtype))
-            self.__dict__["_batch_buffers"] = buffers
-        X = np.take(self.X, rows, axis=0, out=buffers[0][:n])
-        return X, np.take(self.y, rows, out=buffers[1][:n])
-
-    data.Shard.batch = batch
-
-    def undo():
-        data.Shard.batch = original
-
-    return undo
-
-
-def _patch_check_params_once():
-    """Trainer._apply: check the loss and gradient before the update and the parameters once
-    after it (today the parameters are checked before and after)."""
-    import math
-
-    from mpiml import trainer
-
-    original = trainer.Trainer._apply
-
-    def _apply(self, sums, grad, optimizer, state, step):
-        self._last_objective = self._objective_from_sums(sums, self.params, grad)
-        if not (math.isfinite(self._last_objective) and np.isfinite(grad).all()):
-            self._check_finite(self._last_objective, step, grad)
-        self._last_lr = optimizer.update(grad, state, self.params)
-        self.model.prox(self.params, self._last_lr)
-        self._check_finite(self._last_objective, step)
-
-    trainer.Trainer._apply = _apply
-
-    def undo():
-        trainer.Trainer._apply = original
-
-    return undo
-
-
-def _patch_penalty_in_place():
-    """Trainer._objective_from_sums: add the L2 penalty's gradient straight into the gradient
-    (no new vector from ``model.penalty`` every step; linear models only)."""
-    from mpiml import trainer
-
-    original = trainer.Trainer._objective_from_sums
-
-    def _objective_from_sums(self, sums, params, grad_out):
-        model = self.model
-        if not hasattr(model, "_n_coef"):
-            return original(self, sums, params, grad_out)
-        n = model.n_params
-        count = float(sums[n + 1])
-        np.divide(sums[:n], count, out=grad_out)
-        penalty = 0.0
-        strength = model.alpha * (1.0 - model.l1_ratio)
-        if strength:
-            coef = params[: model._n_coef]
-            grad_out[: model._n_coef] += strength * coef
-            penalty = 0.5 * strength * float(coef @ coef)
-        return float(sums[n]) / count + penalty + model.l1_penalty(params)
-
-    trainer.Trainer._objective_from_sums = _objective_from_sums
-
-    def undo():
-        trainer.Trainer._objective_from_sums = original
-
-    return undo
-
-
-WHATIF = {"data: presorted batches": _patch_presorted_batches,
-          "data: batch buffers": _patch_batch_buffers,
-          "trainer: check params once": _patch_check_params_once,
-          "trainer: penalty in place": _patch_penalty_in_place}
 
 
 def mpiml_worker(args) -> None:
@@ -423,8 +304,7 @@ def mpiml_worker(args) -> None:
             out["sgd"] = sgd_section(args.binary, comm, 2 if quick else SGD_EPOCHS, out_dir)
         if "overhead" in sections:
             out["overhead"] = overhead_section(args.tiny, comm, 1 if quick else 2,
-                                               1 if quick else 3, out_dir,
-                                               "whatif" in sections)
+                                               1 if quick else 3, out_dir)
     out["load_after"] = benchlib.load()
     if comm.rank == 0:
         benchlib.emit(out)
@@ -527,8 +407,7 @@ def combine(mpiml2: list[dict], mpiml1: list[dict], sk: list[dict]) -> dict:
         if runs and "overhead" in runs[0]:
             overhead = {key: min(run["overhead"][key] for run in runs)
                         for key in ("model", "gather", "allreduce")}
-            overhead["per_step"] = {name: min(run["overhead"]["per_step"][name] for run in runs)
-                                    for name in runs[0]["overhead"]["per_step"]}
+            overhead["per_step"] = min(run["overhead"]["per_step"] for run in runs)
             overhead["steps_per_epoch"] = runs[0]["overhead"]["steps_per_epoch"]
             result[f"overhead_{ranks}r"] = overhead
     sgd_runs = [run["sgd"] for run in mpiml2 if "sgd" in run]
@@ -550,7 +429,7 @@ def driver(args) -> dict:
     env1 = benchlib.thread_env(1)
     sk_runs, mpiml2, mpiml1 = [], [], []
     targets: dict[str, float] = {}
-    sections2 = "lbfgs,gd,sgd,overhead" + (",whatif" if not args.quick else "")
+    sections2 = "lbfgs,gd,sgd,overhead"
     sections1 = "gd,overhead" + ("" if args.quick else ",lbfgs")
     quiet = 0.0 if args.quick else args.wait_quiet
     busy = {"sklearn": [], "mpiml 2 ranks": [], "mpiml 1 rank": []}

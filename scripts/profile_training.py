@@ -3,9 +3,9 @@
     python scripts/profile_training.py [--quick] [--data-dir DIR] [--top N]
 
 Prints (1) cProfile of ``loss_grad_sum`` over this process's rows of the binary workload of
-scripts/bench_training.py (logistic and softmax), (2) the time per step of the tiny-model loop
-(d=10, batch 256, SGD) split by timers wrapped around the functions a step calls, and
-(3) cProfile of that loop. The findings are summarised in docs/benchmarks.md ("Profile").
+scripts/bench_training.py (logistic and softmax), and (2) the time per step of the tiny-model
+loop (d=10, batch 256, SGD) with the cProfile of one epoch of it. The findings are summarised
+in docs/benchmarks.md ("Profile").
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import pstats
 import sys
 import tempfile
 import time
-from collections import defaultdict
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
@@ -60,59 +59,26 @@ def profile_pass(path: str, kind: str, rows: int, n: int) -> None:
 
 
 def profile_step(path: str, n: int) -> None:
-    from mpiml import data
-    from mpiml.trainer import Trainer
-
+    """cProfile of one epoch of the training loop on a tiny model (where per-step overhead
+    shows), through the same public functions the benchmark uses."""
     with tempfile.TemporaryDirectory() as out_dir:
         config = bench_training.make_config(path, "logistic", {"name": "sgd", "lr": 0.1},
                                             {"batch_size": bench_training.TINY_BATCH,
                                              "epochs": 1}, out_dir)
-        first = Trainer(config)
-        first.fit()
+        first = bench_training.gradient_problem(config, None, lambda record: None)
+        bench_training.run_loop(first)  # warm-up
         steps = first.plan.n_batches(0)
-        spent = defaultdict(float)
-
-        def timed(function, label):
-            def wrapper(*args, **kwargs):
-                start = time.perf_counter()
-                try:
-                    return function(*args, **kwargs)
-                finally:
-                    spent[label] += time.perf_counter() - start
-            return wrapper
-
-        best, best_spent = float("inf"), {}
-        original_rows = data.BatchPlan.local_rows
-        for _ in range(3):
-            spent.clear()
-            trainer = Trainer(config, run_data=first.run_data)
-            data.BatchPlan.local_rows = timed(original_rows, "BatchPlan.local_rows")
-            trainer.model.loss_grad_sum = timed(trainer.model.loss_grad_sum,
-                                                "model.loss_grad_sum")
-            trainer.shard.batch = timed(trainer.shard.batch, "Shard.batch")
-            for name in ("_allreduce", "_objective_from_sums", "_check_finite"):
-                setattr(trainer, name, timed(getattr(trainer, name), f"Trainer.{name}"))
-            trainer.recovery.time_vote = timed(trainer.recovery.time_vote, "Recovery.time_vote")
-            start = time.perf_counter()
-            try:
-                trainer.fit()
-            finally:
-                data.BatchPlan.local_rows = original_rows
-            elapsed = time.perf_counter() - start
-            if elapsed < best:
-                best, best_spent = elapsed, dict(spent)
-        print(f"\n== training step, tiny model (d=10, batch {bench_training.TINY_BATCH}, SGD, 1 "
-              f"rank): {best / steps * 1e6:.1f} µs per step with timers")
-        for label, seconds in sorted(best_spent.items(), key=lambda item: -item[1]):
-            print(f"  {label:32s} {seconds / steps * 1e6:6.1f} µs")
-        rest = best - sum(best_spent.values())
-        print(f"  {'rest of the loop':32s} {rest / steps * 1e6:6.1f} µs")
-        trainer = Trainer(config, run_data=first.run_data)
+        problem = bench_training.gradient_problem(config, None, lambda record: None,
+                                                  rows=first.rows)
         profile = cProfile.Profile()
+        start = time.perf_counter()
         profile.enable()
-        trainer.fit()
+        bench_training.run_loop(problem)
         profile.disable()
-        print(f"\n== cProfile of one epoch ({steps} steps):")
+        elapsed = time.perf_counter() - start
+        print(f"\n== training step, tiny model (d=10, batch {bench_training.TINY_BATCH}, SGD, 1 "
+              f"rank): {elapsed / steps * 1e6:.1f} µs per step under cProfile; one epoch "
+              f"({steps} steps):")
         print(top(profile, n))
 
 

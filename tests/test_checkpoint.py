@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from mpiml import checkpoint
-from mpiml.checkpoint import Checkpoint, CheckpointError
+from mpiml.files import checkpoint
+from mpiml.files.checkpoint import Checkpoint, CheckpointError
 
 
 def sample(step: int) -> Checkpoint:

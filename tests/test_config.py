@@ -4,6 +4,7 @@ import pytest
 
 from mpiml import config
 from mpiml.config import ConfigError
+from mpiml.config.reference import reference_markdown
 
 
 def write(tmp_path, text):
@@ -89,5 +90,5 @@ def test_configuration_reference_is_up_to_date():
     from pathlib import Path
 
     reference = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
-    assert reference.read_text() == config.reference_markdown(), (
+    assert reference.read_text() == reference_markdown(), (
         "docs/configuration.md is stale: run `python -m mpiml.config > docs/configuration.md`")

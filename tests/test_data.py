@@ -16,7 +16,7 @@ from mpiml.data import (
     BatchPlan,
     Shard,
     epoch_permutation,
-    iter_blocks,
+    iter_chunks,
     load_shard,
     open_shard,
     row_range,
@@ -166,18 +166,18 @@ def test_file_is_closed_after_loading(tmp_path):
 # -- streaming -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sparse", [False, True])
-@pytest.mark.parametrize("block_rows", [1, 7, 53, 1000])
-def test_blocks_concatenate_to_the_shard(tmp_path, sparse, block_rows):
+@pytest.mark.parametrize("chunk_rows", [1, 7, 53, 1000])
+def test_chunks_concatenate_to_the_shard(tmp_path, sparse, chunk_rows):
     X, y = random_data()
     X[X < 0.5] = 0.0
     path = (write_csr if sparse else write_dense)(tmp_path / "b.h5", X, y)
-    blocks = list(iter_blocks(path, block_rows=block_rows, task="multiclass"))
-    assert len(blocks) == -(-53 // block_rows)
-    assert all(X_block.shape[0] <= block_rows for X_block, _ in blocks)
+    chunks = list(iter_chunks(path, chunk_rows=chunk_rows, task="multiclass"))
+    assert len(chunks) == -(-53 // chunk_rows)
+    assert all(X_chunk.shape[0] <= chunk_rows for X_chunk, _ in chunks)
     stack = scipy.sparse.vstack if sparse else np.vstack
-    joined = stack([X_block for X_block, _ in blocks])
+    joined = stack([X_chunk for X_chunk, _ in chunks])
     np.testing.assert_array_equal(joined.toarray() if sparse else joined, X)
-    np.testing.assert_array_equal(np.concatenate([y_block for _, y_block in blocks]), y)
+    np.testing.assert_array_equal(np.concatenate([y_chunk for _, y_chunk in chunks]), y)
 
 
 def test_open_shard_knows_the_layout_before_reading_and_allows_several_passes(tmp_path):
@@ -187,17 +187,17 @@ def test_open_shard_knows_the_layout_before_reading_and_allows_several_passes(tm
         assert (lazy.n_total, lazy.n_features, lazy.sparse) == (53, 7, False)
         np.testing.assert_array_equal(lazy.classes, [10, 11, 12])
         for _ in range(2):
-            rows = sum(len(y_block) for _, y_block in lazy.blocks(block_rows=10))
+            rows = sum(len(y_block) for _, y_block in lazy.chunks(chunk_rows=10))
             assert rows == 53
         shard = lazy.load()
     assert shard.X.dtype == np.float64
     np.testing.assert_array_equal(shard.y, y)
 
 
-def test_default_block_is_about_16_megabytes(tmp_path):
+def test_default_chunk_is_about_16_megabytes(tmp_path):
     X = np.zeros((70_000, 64), dtype=np.float32)  # 17.9 MB
     path = write_dense(tmp_path / "z.h5", X)
-    sizes = [len(block) for block, _ in iter_blocks(path, y=None)]
+    sizes = [len(block) for block, _ in iter_chunks(path, y=None)]
     assert sizes == [65_536, 70_000 - 65_536]
 
 

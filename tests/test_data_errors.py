@@ -95,9 +95,9 @@ def test_first_non_finite_value_in_x_is_named_by_global_row_and_column(tmp_path,
 
 
 def test_non_finite_found_in_a_later_read_slice(tmp_path, monkeypatch):
-    import mpiml.data
+    from mpiml.data import hdf5
 
-    monkeypatch.setattr(mpiml.data, "BLOCK_BYTES", 7 * 8 * 10)  # ten rows per HDF5 read
+    monkeypatch.setattr(hdf5, "CHUNK_BYTES", 7 * 8 * 10)  # ten rows per HDF5 read
     X, y = random_data()
     X[37, 0] = np.nan
     path = write_dense(tmp_path / "d.h5", X, y)

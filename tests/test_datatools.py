@@ -10,9 +10,9 @@ import pytest
 import scipy.sparse
 from launch import ROOT, single_thread_env
 
-from mpiml import datatools
+from mpiml.cli.data import main
 from mpiml.data import DataError, load_shard
-from mpiml.datatools import convert, inspect, main, synth, write_example
+from mpiml.data.tools import convert, converters, inspect, synth, write_example
 
 
 def read(path, *names):
@@ -204,7 +204,7 @@ def write_csv(path, X, y, header=None, delimiter=","):
 
 
 def test_csv_round_trip_with_header_and_label_by_name(tmp_path, monkeypatch):
-    monkeypatch.setattr(datatools, "WRITE_BYTES", 200)  # many small chunks
+    monkeypatch.setattr(converters, "WRITE_BYTES", 200)  # many small chunks
     rng = np.random.default_rng(1)
     X, y = rng.standard_normal((500, 3)), rng.integers(0, 2, 500)
     src = write_csv(tmp_path / "d.csv", X, y, header=["a", "b", "c", "target"])

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
 import mpiml.estimators as E
-from mpiml.modelio import load_model
+from mpiml.files.model import load_model
 
 #: Fewer boosting rounds / epochs inside check_estimator only, to keep it fast (its data sets
 #: are tiny; the defaults pass too, in about twice the time).
@@ -230,7 +230,7 @@ def test_save_keeps_text_labels_and_feature_count(tmp_path):
 
 
 def test_load_refuses_a_model_file_not_written_by_an_estimator(tmp_path):
-    from mpiml.modelio import save_model
+    from mpiml.files.model import save_model
 
     model, _, _ = fitted("LinearRegression")
     save_model(tmp_path / "plain.h5", model.model_)

@@ -5,7 +5,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
 
-from mpiml.exactsum import exact_sum, grid_exponents
+from mpiml.comm import Reducer
+from mpiml.comm.exact import grid_exponents
+
+
+def exact_sum(blocks, width, n_blocks, comm, votes=None):
+    """The reducer's exact block sums on ``comm``."""
+    return Reducer(comm).exact_sum(blocks, width, n_blocks, votes)
 
 
 def blocks_of(seed: int, count: int, width: int) -> list[np.ndarray]:

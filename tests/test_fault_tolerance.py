@@ -18,8 +18,8 @@ import yaml
 from datasets import make_problem, write_dense
 from launch import launcher, run, run_mpi, single_thread_env
 
-from mpiml import checkpoint
-from mpiml.spmd import EXIT_STOPPED
+from mpiml.files import checkpoint
+from mpiml.run import EXIT_STOPPED
 
 RANKS = 3
 

@@ -17,15 +17,9 @@ from sklearn.ensemble._hist_gradient_boosting.binning import _BinMapper
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
-from mpiml.hgbt import (
-    feature_edges,
-    fit_hgbt,
-    predict,
-    predict_proba,
-    predict_raw,
-    quantize,
-    task_of,
-)
+from mpiml.comm import Reducer
+from mpiml.fit.boosting import fit_hgbt
+from mpiml.models.trees import feature_edges, predict, predict_proba, predict_raw, task_of
 
 SELF = MPI.COMM_SELF
 
@@ -94,7 +88,7 @@ def test_bin_edges_equal_scikit_learns():
 @given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=60), st.randoms())
 def test_quantized_sums_do_not_depend_on_order(values, random):
     values = np.array(values)[None, :]
-    quantized, scale = quantize(values, values.shape[1], SELF, {})
+    quantized, scale = Reducer(SELF).quantize_rows(values, values.shape[1])
     assert np.array_equal(quantized, np.rint(quantized))
     assert np.abs(quantized).max() * values.shape[1] <= 2.0**53
     order = list(range(values.shape[1]))

@@ -11,7 +11,7 @@ from mpi4py import MPI
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
-from mpiml.kmeans import fit_kmeans
+from mpiml.fit.kmeans import fit_kmeans
 
 SELF = MPI.COMM_SELF
 

@@ -1,4 +1,5 @@
-"""Launch-mistake detection (mpiml.launchcheck) against the environments real launchers give ranks.
+"""Launch-mistake detection (mpiml.run.launchcheck) against the environments real launchers give
+ranks.
 
 The environments are the variables measured on this machine's Slurm 22.05 with pip's MPICH
 (scripts/ci/local-slurm.sh): `srun --mpi=pmi2 -n 2`, `srun --mpi=none -n 2`, hydra's `mpiexec -n 2`
@@ -7,7 +8,7 @@ inside an allocation, a batch script's own shell, and no Slurm at all.
 
 import pytest
 
-from mpiml.launchcheck import LaunchError, check_launch, intended_size
+from mpiml.run.launchcheck import LaunchError, check_launch, intended_size
 
 ALLOCATION = {"SLURM_JOB_ID": "4", "SLURM_NTASKS": "2", "SLURM_NPROCS": "2", "SLURM_PROCID": "0",
               "SLURM_LOCALID": "0"}

@@ -7,8 +7,10 @@ from mpi4py import MPI
 from sklearn import metrics as skm
 from sklearn.preprocessing import StandardScaler
 
-from mpiml import metrics
-from mpiml.scaling import apply_scaler, fit_scaler
+from mpiml.comm import Reducer
+from mpiml.data.scaling import fit_scaler
+from mpiml.models import metrics
+from mpiml.models.scaling import apply_scaler
 
 
 def binary_case(n=3000, seed=0):
@@ -62,14 +64,14 @@ def test_empty_evaluation_gives_no_metrics():
 def test_scaler_matches_sklearn_dense_and_sparse():
     rng = np.random.default_rng(2)
     X = rng.standard_normal((300, 5)) * [1, 10, 100, 0, 3] + [5, -2, 1e4, 7, 0]
-    mean, scale = fit_scaler(X, MPI.COMM_SELF)
+    mean, scale = fit_scaler(X, Reducer(MPI.COMM_SELF), X.shape[0])
     reference = StandardScaler().fit(X)
     np.testing.assert_allclose(mean, reference.mean_)
     np.testing.assert_allclose(scale, reference.scale_)
     np.testing.assert_allclose(apply_scaler(X.copy(), mean, scale), reference.transform(X),
                                atol=1e-12)
     sparse = sp.random(200, 6, density=0.3, random_state=3, format="csr") * 50
-    mean, scale = fit_scaler(sparse, MPI.COMM_SELF)
+    mean, scale = fit_scaler(sparse, Reducer(MPI.COMM_SELF), sparse.shape[0])
     sparse_reference = StandardScaler(with_mean=False).fit(sparse)
     assert not mean.any()
     np.testing.assert_allclose(scale, sparse_reference.scale_)

@@ -5,7 +5,7 @@ import sys
 
 from launch import run
 
-from mpiml.plot import latest_history
+from mpiml.cli.plot import latest_history
 
 
 def write_run(run_dir, records):

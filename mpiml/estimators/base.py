@@ -23,12 +23,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from .. import collectives
-from ..config import Config, ConfigError, block_rows, dump, from_dict
+from ..comm import allgather_object, mark_raised_together, raise_together, world
+from ..config import Config, ConfigError, dump, from_dict
+from ..data.run_rows import from_arrays
+from ..fit import FitResult, fit
+from ..models.kinds import KINDS
+from ..run import open_run
 
 FLOAT_DTYPES = (np.float64, np.float32)
-#: Estimators keep no metrics log: a record every 10^9 steps is never.
-NO_LOGGING = 10**9
 
 
 @dataclass
@@ -39,12 +41,6 @@ class FitInput:
     y: np.ndarray | None  # classification: indices into ``classes``
     n_total: int
     classes: np.ndarray | None
-
-
-def mark_collective(error: Exception) -> Exception:
-    """An error every rank raises identically (so :func:`mpiml.run_spmd` need not abort)."""
-    error.raised_on_all_ranks = True
-    return error
 
 
 def check_number(name: str, value, minimum: float = 0.0) -> float:
@@ -64,7 +60,7 @@ class MpimlEstimator(BaseEstimator):
 
     Subclasses turn their hyperparameters into ``(config key, parameter, value)`` triples for
     :meth:`_run_config` (the parameter names the value in error messages), and define
-    ``_set_fitted``, which sets every fitted attribute from a :class:`mpiml.modelio.SavedModel`
+    ``_set_fitted``, which sets every fitted attribute from a :class:`mpiml.models.saved.SavedModel`
     plus a small JSON-able dict (``_fitted_state``), so that ``fit`` and
     :func:`mpiml.estimators.load` share one code path and give identical predictions.
     """
@@ -87,7 +83,7 @@ class MpimlEstimator(BaseEstimator):
 
     def _communicator(self):
         """``comm``, or COMM_WORLD when it is None."""
-        return collectives.world(self.comm)
+        return world(self.comm)
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -114,8 +110,8 @@ class MpimlEstimator(BaseEstimator):
                 labels = np.unique(y)
         except (TypeError, ValueError) as exc:
             error = exc
-        collectives.raise_together(error, comm)
-        reports = collectives.allgather_object(
+        raise_together(error, comm)
+        reports = allgather_object(
             (X.shape[0], X.shape[1], self._params_digest(), labels), comm)
         n_total = sum(rows for rows, _, _, _ in reports)
         widths = [width for _, width, _, _ in reports]
@@ -123,23 +119,23 @@ class MpimlEstimator(BaseEstimator):
         name = type(self).__name__
         if len(set(widths)) > 1:
             other = next(r for r, width in enumerate(widths) if width != widths[0])
-            raise mark_collective(ValueError(
+            raise mark_raised_together(ValueError(
                 f"X has {widths[other]} features on rank {other} but {widths[0]} on rank 0: "
                 f"every rank must pass the same features to {name}.fit"))
         if len(set(digests)) > 1:
             differing = [r for r, digest in enumerate(digests) if digest != digests[0]]
-            raise mark_collective(ValueError(
+            raise mark_raised_together(ValueError(
                 f"{name} has different hyperparameters on ranks {differing} than on rank 0: "
                 "construct the estimator identically on every rank"))
         if n_total == 0:
-            raise mark_collective(ValueError(
+            raise mark_raised_together(ValueError(
                 f"Found array with 0 sample(s) (shape=(0, {widths[0]})) on every rank while a "
                 f"minimum of 1 is required by {name}."))
         classes = None
         if target == "classes":
             classes = np.unique(np.concatenate([local for *_, local in reports]))
             if len(classes) < 2:
-                raise mark_collective(ValueError(
+                raise mark_raised_together(ValueError(
                     f"{name} needs samples of at least 2 classes in the data, but the data "
                     f"contain only one class: {classes[0]!r}"))
             y = np.searchsorted(classes, y)
@@ -168,10 +164,10 @@ class MpimlEstimator(BaseEstimator):
 
     def _run_config(self, settings: list[tuple[str, str, object]]) -> Config:
         """The checked Config for this fit: ``settings``, plus no checkpoints (unless
-        ``checkpoint_dir`` is given), no stall watchdog and no metrics log, so a fit writes or
-        moves no file and starts no thread. A bad value is reported with its parameter name.
+        ``checkpoint_dir`` is given) and no stall watchdog, so a fit writes or moves no file and
+        starts no thread (and keeps no log). A bad value is reported with its parameter name.
         The resolved config is kept for :meth:`save`."""
-        raw: dict = {"train": {"log_every": NO_LOGGING}, "fault": {"stall_seconds": None},
+        raw: dict = {"fault": {"stall_seconds": None},
                      "checkpoint": ({"enabled": False} if self.checkpoint_dir is None
                                     else {"enabled": True, "dir": str(self.checkpoint_dir)})}
         for key, _, value in settings:
@@ -186,6 +182,21 @@ class MpimlEstimator(BaseEstimator):
                 from None
         self._config_yaml = dump(config)  # saved with the model, as mpiml.train saves it
         return config
+
+    def _reducer(self, comm):
+        """The reducer of this estimator's reductions outside a fit (scores)."""
+        from ..comm import Reducer
+
+        return Reducer(comm, getattr(self, "allreduce_algorithm", "auto"))
+
+    def _fit_rows(self, config: Config, comm, rows: FitInput, standardize: bool = False
+                  ) -> FitResult:
+        """Fit ``config``'s model on the agreed ``rows``: one run context, the rows on its
+        reducer, and the loop the kind needs -- the path ``python -m mpiml.train`` takes."""
+        with open_run(config, comm) as run:
+            data = from_arrays(rows.X, rows.y, run.reducer, KINDS[config.model.kind].task,
+                               standardize=standardize, classes=rows.classes)
+            return fit(run, data)
 
     def _seed(self):
         """``random_state`` as ``train.seed``: None means 0, because every rank must draw the same
@@ -249,8 +260,8 @@ class GlobalClassifierScore(ClassifierMixin):
             sums[:] = weights @ (predicted == y), weights.sum()
         except (TypeError, ValueError) as exc:
             error = exc
-        collectives.raise_together(error, comm)
-        collectives.allreduce(sums, comm)
+        raise_together(error, comm)
+        self._reducer(comm).sum(sums)
         return float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")
 
 
@@ -274,36 +285,27 @@ class GlobalRegressorScore(RegressorMixin):
             sums[:] = weights.sum(), weights @ y_true, weights @ (residual * residual)
         except (TypeError, ValueError) as exc:
             error = exc
-        collectives.raise_together(error, comm)
-        collectives.allreduce(sums, comm)
+        raise_together(error, comm)
+        self._reducer(comm).sum(sums)
         total_weight, weighted_sum, residual_sum = sums
         mean = weighted_sum / total_weight if total_weight > 0 else 0.0
         deviation = y_true - mean
-        spread = collectives.allreduce(np.array([weights @ (deviation * deviation)]), comm)[0]
+        spread = self._reducer(comm).sum(np.array([weights @ (deviation * deviation)]))[0]
         if spread == 0.0:
             return 1.0 if residual_sum == 0.0 else 0.0
         return float(1.0 - residual_sum / spread)
 
 
 class GradientEstimator(MpimlEstimator):
-    """Base of the estimators trained by :class:`mpiml.trainer.Trainer` (linear models, MLPs):
+    """Base of the estimators trained by the gradient loops (linear models, MLPs):
     the optimizer settings they share and their convergence report."""
 
     def _fit_gradient_model(self, comm, rows, kind: str, settings) -> None:
         """Train model ``kind`` on the agreed rows with these model ``settings`` plus the solver's
-        (:meth:`_gradient_settings`) through the one gradient trainer; store the fitted model."""
-        from ..modelio import SavedModel
-        from ..rundata import from_arrays
-        from ..trainer import TASKS, Trainer
-
+        (:meth:`_gradient_settings`); store the fitted model."""
         config = self._run_config(settings + self._gradient_settings())
-        run = from_arrays(rows.X, rows.y, comm, TASKS[kind], standardize=self.standardize,
-                          align=block_rows(config))
-        result = Trainer(config, comm, run_data=run).fit()
-        saved = SavedModel(kind, run.shard.n_features, {"params": result.params},
-                           result.model.options(), n_classes=run.n_classes,
-                           classes=rows.classes, scaler=result.scaler)
-        self._set_fitted(saved, {"n_iter_": self._iterations(comm, result)})
+        result = self._fit_rows(config, comm, rows, standardize=self.standardize)
+        self._set_fitted(result.saved, {"n_iter_": self._iterations(comm, result)})
 
     def _gradient_settings(self) -> list[tuple[str, str, object]]:
         """``solver`` and friends as config settings. ``max_iter`` is L-BFGS iterations for
@@ -326,8 +328,8 @@ class GradientEstimator(MpimlEstimator):
                            ("train.patience", "n_iter_no_change", self.n_iter_no_change),
                            ("train.min_delta", "tol", self.tol)]
 
-    def _iterations(self, comm, result) -> int:
-        """``n_iter_`` of a :class:`mpiml.trainer.TrainResult` (L-BFGS iterations or epochs);
+    def _iterations(self, comm, result: FitResult) -> int:
+        """``n_iter_`` of a fit (L-BFGS iterations or epochs);
         warns when the fit stopped at ``max_iter`` rather than by convergence."""
         if self.solver == "lbfgs":
             if result.steps >= self.max_iter:
@@ -338,4 +340,4 @@ class GradientEstimator(MpimlEstimator):
             self._warn_not_converged(
                 comm, f"{self.solver} ran max_iter={self.max_iter} epochs and the training loss "
                       f"was still improving by more than tol={self.tol}")
-        return result.epochs_done
+        return result.epochs

@@ -1,4 +1,4 @@
-"""K-Means over the rows of every rank, fitted by :func:`mpiml.runners.run_kmeans`: k-means++
+"""K-Means over the rows of every rank, fitted by :mod:`mpiml.fit.kmeans`: k-means++
 seeding (the same centres at any rank count), then Lloyd iterations, or mini-batch updates with
 ``batch_size``. One initialisation (scikit-learn's ``n_init="auto"`` for k-means++).
 """
@@ -12,12 +12,9 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, Transfor
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.utils.validation import check_is_fitted
 
-from .. import collectives
-from ..config import block_rows
-from ..kmeans import assign
-from ..modelio import SavedModel
-from ..rundata import from_arrays
-from ..runners import run_kmeans
+from ..comm import raise_together
+from ..models.kmeans import assign
+from ..models.saved import SavedModel
 from .base import MpimlEstimator, sample_weights
 
 
@@ -55,11 +52,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Mp
             ("comm.algorithm", "allreduce_algorithm", self.allreduce_algorithm),
             ("train.reproducible", "reproducible", self.reproducible),
         ])
-        run = from_arrays(rows.X, None, comm, "unsupervised", align=block_rows(config))
-        outcome = run_kmeans(config, comm, run_data=run)
-        self._set_fitted(outcome.saved, {"n_iter_": outcome.steps,
-                                         "inertia_": outcome.final_metrics["inertia"]})
-        self.labels_ = self.model_.predict_index(run.shard.X)
+        result = self._fit_rows(config, comm, rows)
+        self._set_fitted(result.saved, {"n_iter_": result.steps,
+                                        "inertia_": result.metrics["inertia"]})
+        self.labels_ = self.model_.predict_index(rows.X)
         return self
 
     def _set_fitted(self, saved: SavedModel, state: dict) -> None:
@@ -95,8 +91,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Mp
             total[0] = weights @ assign(X, self.cluster_centers_)[1]
         except (TypeError, ValueError) as exc:
             error = exc
-        collectives.raise_together(error, comm)
-        return -float(collectives.allreduce(total, comm)[0])
+        raise_together(error, comm)
+        return -float(self._reducer(comm).sum(total)[0])
 
     def to_sklearn(self):
         """An equivalent fitted ``sklearn.cluster.KMeans`` (local): the same centres (so the same

@@ -1,6 +1,7 @@
 """Linear estimators: LinearRegression, Ridge, LogisticRegression, SoftmaxRegression, LinearSVC.
 
-Each fit runs :class:`mpiml.trainer.Trainer` on the rows of every rank (L-BFGS by default). The
+Each fit runs the gradient loops (:mod:`mpiml.fit`) on the rows of every rank (L-BFGS by
+default). The
 penalties use scikit-learn's conventions and are converted to mpiml's objective
 ``J = mean loss + alpha/2 ||w||^2`` with the GLOBAL row count N: ``Ridge(alpha)`` is
 ``alpha / N``; ``C`` (LogisticRegression, SoftmaxRegression, LinearSVC) is ``1 / (C N)``.
@@ -20,13 +21,13 @@ from scipy.special import expit
 from sklearn.utils.extmath import safe_sparse_dot, softmax
 from sklearn.utils.validation import check_is_fitted
 
-from ..modelio import SavedModel
+from ..models.saved import SavedModel
 from .base import (
     GlobalClassifierScore,
     GlobalRegressorScore,
     GradientEstimator,
     check_number,
-    mark_collective,
+    mark_raised_together,
 )
 
 
@@ -317,7 +318,7 @@ class LinearSVC(_LinearClassifier):
 
     def _kind(self, classes) -> str:
         if len(classes) > 2:
-            raise mark_collective(ValueError(
+            raise mark_raised_together(ValueError(
                 f"Only binary classification is supported. The type of the target is multiclass "
                 f"({len(classes)} classes over all ranks)."))
         return "svm"

@@ -1,5 +1,5 @@
-"""Multi-layer perceptrons: MLPClassifier and MLPRegressor, trained by
-:class:`mpiml.trainer.Trainer` on the rows of every rank (Adam on global mini-batches by default).
+"""Multi-layer perceptrons: MLPClassifier and MLPRegressor, trained by :mod:`mpiml.fit`'s
+gradient loops on the rows of every rank (Adam on global mini-batches by default).
 
 Parameters follow scikit-learn's MLPs. The L2 penalty is scikit-learn's too: per batch of B
 rows, ``alpha / (2 B) * sum ||W||^2`` next to the mean loss, which is mpiml's
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numbers
 
-from ..modelio import SavedModel
+from ..models.saved import SavedModel
 from .base import GlobalClassifierScore, GlobalRegressorScore, GradientEstimator, check_number
 
 

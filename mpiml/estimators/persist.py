@@ -1,10 +1,10 @@
-"""Estimator files: an mpiml model file (:mod:`mpiml.modelio`) plus three attributes that
+"""Estimator files: an mpiml model file (:mod:`mpiml.files.model`) plus three attributes that
 rebuild the estimator -- its class name, its hyperparameters and its fitted state, as JSON.
 
 The file stays an ordinary model file: ``python -m mpiml.predict`` and
-:func:`mpiml.modelio.load_model` read it. No pickle: arrays and JSON text only. Rank 0 writes
-(through :func:`mpiml.modelio.save_model`, then the attributes, then one atomic rename) and
-rank 0 reads; every failure is raised on every rank.
+:func:`mpiml.files.model.load_model` read it. No pickle: arrays and JSON text only. Rank 0
+writes (one atomic :func:`mpiml.files.model.save_model` with the attributes) and rank 0 reads;
+every failure is raised on every rank.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from pathlib import Path
 
 import h5py
 import numpy as np
 
-from .. import collectives
-from ..modelio import SavedModel, load_model, save_model
+from ..comm import on_root
+from ..files.model import load_model, save_model
+from ..models.saved import SavedModel
 
 ESTIMATOR = "estimator"
 PARAMS = "estimator_params"
@@ -54,51 +54,33 @@ def _hyperparameters(estimator) -> str:
     return json.dumps(params, default=_json_value)
 
 
-def _write_file(path: Path, estimator) -> None:
-    saved, text_classes = _storable_classes(estimator.model_)
-    staging = path.with_name(f".{path.name}.estimator-{os.getpid()}")
-    try:
-        save_model(staging, saved, config_yaml=estimator._config_yaml)
-        with h5py.File(staging, "r+") as out:
-            out.attrs.update({ESTIMATOR: type(estimator).__name__,
-                              PARAMS: _hyperparameters(estimator),
-                              FITTED: json.dumps(estimator._fitted_state()),
-                              TEXT_CLASSES: text_classes})
-            out.flush()
-            os.fsync(out.id.get_vfd_handle())
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
-
-
 def write(path, estimator, comm) -> None:
     """Rank 0 writes ``estimator`` to ``path``; collective (returns once the file is complete)."""
-    error = None
-    if comm.Get_rank() == 0:
-        try:
-            _write_file(Path(path), estimator)
-        except (OSError, TypeError, ValueError) as exc:
-            error = exc
-    collectives.raise_together(error, comm)
+
+    def write_file():
+        saved, text_classes = _storable_classes(estimator.model_)
+        save_model(path, saved, config_yaml=estimator._config_yaml,
+                   attrs={ESTIMATOR: type(estimator).__name__,
+                          PARAMS: _hyperparameters(estimator),
+                          FITTED: json.dumps(estimator._fitted_state()),
+                          TEXT_CLASSES: text_classes})
+
+    on_root(write_file, comm)
 
 
 def read(path, comm) -> tuple[SavedModel, str, dict, dict]:
     """(model, estimator class name, hyperparameters, fitted state) of an estimator file:
     rank 0 reads it, every rank receives it. Collective."""
-    found, error = None, None
-    if comm.Get_rank() == 0:
-        try:
-            saved = load_model(path)
-            if ESTIMATOR not in saved.attrs:
-                raise ValueError(f"{path} is a model file but was not written by an mpiml "
-                                 "estimator (read it with mpiml.modelio.load_model)")
-            if saved.attrs[TEXT_CLASSES]:
-                saved.classes = np.array([label.decode() for label in saved.classes])
-            params = {name: tuple(value) if isinstance(value, list) else value
-                      for name, value in json.loads(saved.attrs[PARAMS]).items()}
-            found = (saved, str(saved.attrs[ESTIMATOR]), params,
-                     json.loads(saved.attrs[FITTED]))
-        except (OSError, KeyError, ValueError) as exc:
-            error = exc
-    collectives.raise_together(error, comm)
-    return collectives.broadcast_object(found, comm)
+
+    def read_file():
+        saved = load_model(path)
+        if ESTIMATOR not in saved.attrs:
+            raise ValueError(f"{path} is a model file but was not written by an mpiml "
+                             "estimator (read it with mpiml.files.model.load_model)")
+        if saved.attrs[TEXT_CLASSES]:
+            saved.classes = np.array([label.decode() for label in saved.classes])
+        params = {name: tuple(value) if isinstance(value, list) else value
+                  for name, value in json.loads(saved.attrs[PARAMS]).items()}
+        return saved, str(saved.attrs[ESTIMATOR]), params, json.loads(saved.attrs[FITTED])
+
+    return on_root(read_file, comm)

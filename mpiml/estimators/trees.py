@@ -1,7 +1,7 @@
 """Histogram gradient-boosted trees: HistGradientBoostingClassifier and
-HistGradientBoostingRegressor, fitted by :func:`mpiml.runners.run_hgbt` on the rows of every
-rank. The trees are identical at any rank count (integer histogram sums; see
-:mod:`mpiml.hgbt`).
+HistGradientBoostingRegressor, fitted by :mod:`mpiml.fit.boosting` on the rows of every rank.
+The trees are identical at any rank count (integer histogram sums; see
+:mod:`mpiml.models.trees`).
 
 Parameters follow scikit-learn's estimators of the same names (``max_iter`` is the number of
 boosting rounds). Differences: trees grow depth-wise to ``max_depth`` (default 6; scikit-learn
@@ -10,12 +10,8 @@ grows leaf-wise to 31 leaves), there is no early stopping, and missing values ar
 
 from __future__ import annotations
 
-import dataclasses
-
-from .. import hgbt
-from ..modelio import SavedModel
-from ..rundata import from_arrays
-from ..runners import run_hgbt
+from ..models import trees
+from ..models.saved import SavedModel
 from .base import GlobalClassifierScore, GlobalRegressorScore, MpimlEstimator
 
 
@@ -50,11 +46,8 @@ class _Boosting(MpimlEstimator):
             ("train.seed", "random_state", self._seed()),
             ("comm.algorithm", "allreduce_algorithm", self.allreduce_algorithm),
         ])
-        task = "multiclass" if target == "classes" else "regression"
-        run = from_arrays(rows.X, rows.y, comm, task)
-        outcome = run_hgbt(config, comm, run_data=run)
-        saved = dataclasses.replace(outcome.saved, classes=rows.classes)
-        self._set_fitted(saved, {"n_iter_": outcome.steps})
+        result = self._fit_rows(config, comm, rows)
+        self._set_fitted(result.saved, {"n_iter_": result.steps})
         return self
 
     def _set_fitted(self, saved: SavedModel, state: dict) -> None:
@@ -85,7 +78,7 @@ class HistGradientBoostingClassifier(GlobalClassifierScore, _Boosting):
     def decision_function(self, X):
         """Raw scores before the sigmoid / softmax (local): (n,) for two classes, else (n, K)."""
         X = self._local_input(X)
-        raw = hgbt.predict_raw(self.model_.arrays, X)
+        raw = trees.predict_raw(self.model_.arrays, X)
         return raw[:, 0] if raw.shape[1] == 1 else raw
 
 

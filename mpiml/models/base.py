@@ -14,21 +14,21 @@ import numbers
 
 import numpy as np
 
-#: Bytes of dense X per block of rows in :meth:`LinearModel.loss_grad_sum`. A block of this size
+#: Bytes of dense X per tile of rows in :meth:`LinearModel.loss_grad_sum`. A tile of this size
 #: stays in the core's L2 cache between the product that gives its scores and the one that gives
 #: its gradient, so one pass reads X from memory once instead of twice, every temporary is a few
 #: hundred KB instead of a multiple of the shard, and float32 gradient sums accumulate in float64
-#: across blocks (scripts/bench_training.py measures the effect).
-BLOCK_BYTES = 1 << 20
+#: across tiles (scripts/bench_training.py measures the effect).
+TILE_BYTES = 1 << 20
 
 
-def _check_fraction(name: str, value) -> float:
+def check_fraction(name: str, value) -> float:
     if not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
     return float(value)
 
 
-def _check_positive_int(name: str, value) -> int:
+def check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return int(value)
@@ -77,8 +77,8 @@ class LinearModel:
     Subclasses set ``kind`` and define ``_loss_sum(z, y)`` and ``_loss_and_dz(z, y)`` on float64
     scores ``z`` of shape ``(n,)`` (one output) or ``(n, n_outputs)``; ``dz`` is the derivative
     of each row's loss with respect to its scores. Both may overwrite ``z`` (a temporary).
-    A subclass may instead override :meth:`_block_loss_grad`, the step of
-    :meth:`loss_grad_sum` for one block of rows.
+    A subclass may instead override :meth:`_tile_loss_grad`, the step of
+    :meth:`loss_grad_sum` for one tile of rows.
     """
 
     kind = ""
@@ -92,15 +92,15 @@ class LinearModel:
         *,
         n_outputs: int = 1,
     ):
-        self.n_features = _check_positive_int("n_features", n_features)
-        self.n_outputs = _check_positive_int("n_outputs", n_outputs)
+        self.n_features = check_positive_int("n_features", n_features)
+        self.n_outputs = check_positive_int("n_outputs", n_outputs)
         if not isinstance(fit_intercept, (bool, np.bool_)):
             raise ValueError(f"fit_intercept must be True or False; got {fit_intercept!r}")
         self.fit_intercept = bool(fit_intercept)
         if not isinstance(alpha, numbers.Real) or not 0.0 <= alpha < np.inf:
             raise ValueError(f"alpha must be a finite number >= 0; got {alpha!r}")
         self.alpha = float(alpha)
-        self.l1_ratio = _check_fraction("l1_ratio", l1_ratio)
+        self.l1_ratio = check_fraction("l1_ratio", l1_ratio)
         self._n_coef = self.n_outputs * self.n_features
         self.n_params = self._n_coef + (self.n_outputs if self.fit_intercept else 0)
 
@@ -159,7 +159,7 @@ class LinearModel:
         """``coef`` in the dtype the products with X run in (a small cast, never a copy of X)."""
         return self.coef(params).astype(self._compute_dtype(X), copy=False)
 
-    def _block_scores(self, X, weights: np.ndarray, intercept: np.ndarray | None) -> np.ndarray:
+    def _tile_scores(self, X, weights: np.ndarray, intercept: np.ndarray | None) -> np.ndarray:
         """Float64 scores of the rows of X from prepared ``weights`` (see :meth:`_weights`)."""
         raw = X @ weights[0] if self.n_outputs == 1 else X @ weights.T
         scores = np.asarray(raw, dtype=np.float64)
@@ -170,16 +170,16 @@ class LinearModel:
     def _scores(self, params: np.ndarray, X) -> np.ndarray:
         """Float64 scores: shape ``(n,)`` for one output, ``(n, n_outputs)`` otherwise."""
         intercept = self.intercept(params) if self.fit_intercept else None
-        return self._block_scores(X, self._weights(params, X), intercept)
+        return self._tile_scores(X, self._weights(params, X), intercept)
 
     def loss_grad_sum(self, params: np.ndarray, X, y: np.ndarray, grad_out: np.ndarray) -> float:
         """Sum over the rows of X of the loss; its gradient sum is written into ``grad_out``.
 
         ``X`` is a dense 2-D array (float32 or float64) or a CSR matrix, ``y`` is 1-D.
         ``grad_out`` (float64, length ``n_params``, may be a view into a larger buffer) is
-        overwritten. Dense X is processed in blocks of rows (:data:`BLOCK_BYTES`): per block,
-        one product gives the scores for the loss and one gives the gradient, while the block is
-        still in cache; the block sums accumulate in float64.
+        overwritten. Dense X is processed in tiles of rows (:data:`TILE_BYTES`): per tile,
+        one product gives the scores for the loss and one gives the gradient, while the tile is
+        still in cache; the tile sums accumulate in float64.
         """
         self._check_params("params", params)
         self._check_params("grad_out", grad_out)
@@ -191,31 +191,31 @@ class LinearModel:
         coef_grad = self.coef(grad_out)
         intercept_grad = grad_out[self._n_coef :] if self.fit_intercept else None
         n, row_bytes = X.shape[0], X.shape[1] * X.dtype.itemsize
-        if not isinstance(X, np.ndarray) or n * row_bytes <= BLOCK_BYTES:  # one block; CSR too
-            return self._block_loss_grad(X, y, weights, intercept, coef_grad, intercept_grad,
+        if not isinstance(X, np.ndarray) or n * row_bytes <= TILE_BYTES:  # one tile; CSR too
+            return self._tile_loss_grad(X, y, weights, intercept, coef_grad, intercept_grad,
                                          False)
-        step = max(1, BLOCK_BYTES // row_bytes)
+        step = max(1, TILE_BYTES // row_bytes)
         loss = 0.0
         for lo in range(0, n, step):
-            loss += self._block_loss_grad(X[lo : lo + step], y[lo : lo + step], weights,
+            loss += self._tile_loss_grad(X[lo : lo + step], y[lo : lo + step], weights,
                                           intercept, coef_grad, intercept_grad, lo > 0)
         return float(loss)
 
-    def _block_loss_grad(self, X, y, weights, intercept, coef_grad, intercept_grad,
+    def _tile_loss_grad(self, X, y, weights, intercept, coef_grad, intercept_grad,
                          accumulate: bool) -> float:
-        """Loss sum of one block of rows; writes (``accumulate``: adds) its gradient sums into
+        """Loss sum of one tile of rows; writes (``accumulate``: adds) its gradient sums into
         ``coef_grad`` (a view of shape ``(n_outputs, n_features)``) and ``intercept_grad``
         (None without intercept)."""
-        loss, dz = self._loss_and_dz(self._block_scores(X, weights, intercept), y)
+        loss, dz = self._loss_and_dz(self._tile_scores(X, weights, intercept), y)
         row_weights = dz.astype(weights.dtype, copy=False)
-        block_grad = X.T @ row_weights if self.n_outputs == 1 else (X.T @ row_weights).T
+        tile_grad = X.T @ row_weights if self.n_outputs == 1 else (X.T @ row_weights).T
         intercept_sum = dz.sum(axis=0) if intercept_grad is not None else None
         if accumulate:
-            coef_grad += block_grad
+            coef_grad += tile_grad
             if intercept_sum is not None:
                 intercept_grad += intercept_sum
         else:
-            coef_grad[...] = block_grad
+            coef_grad[...] = tile_grad
             if intercept_sum is not None:
                 intercept_grad[...] = intercept_sum
         return float(loss)
@@ -268,6 +268,14 @@ class LinearModel:
     def predict(self, params: np.ndarray, X) -> np.ndarray:
         """Predictions for the rows of X (values for regression, labels for classifiers)."""
         return self.decision_function(params, X)
+
+    #: Whether :meth:`class_scores` are probabilities (their log-loss means something).
+    probabilistic = True
+
+    def class_scores(self, params: np.ndarray, X) -> np.ndarray:
+        """Classifiers: ``(n, K)`` scores whose argmax is the predicted class and whose column
+        k ranks rows by how likely class k is (what evaluation needs): the probabilities."""
+        return self.predict_proba(params, X)
 
     def _loss_sum(self, scores: np.ndarray, y: np.ndarray) -> float:
         raise NotImplementedError

@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from .base import LinearModel, _check_positive_int, class_indices
+from .base import LinearModel, check_positive_int, class_indices
 
 ACTIVATIONS = ("relu", "tanh")
 TASKS = ("classification", "regression")
@@ -44,7 +44,7 @@ class MLP:
 
     def __init__(self, n_features: int, n_classes: int = 2, hidden=(64,), activation: str = "relu",
                  task: str = "classification", alpha: float = 0.0):
-        self.n_features = _check_positive_int("n_features", n_features)
+        self.n_features = check_positive_int("n_features", n_features)
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
         if activation not in ACTIVATIONS:
@@ -53,12 +53,12 @@ class MLP:
         if not isinstance(alpha, numbers.Real) or not 0.0 <= alpha < np.inf:
             raise ValueError(f"alpha must be a finite number >= 0; got {alpha!r}")
         try:
-            self.hidden = tuple(_check_positive_int("hidden layer width", h) for h in hidden)
+            self.hidden = tuple(check_positive_int("hidden layer width", h) for h in hidden)
         except TypeError:
             raise ValueError(f"hidden must be a sequence of layer widths; got {hidden!r}") from None
         self.task, self.activation, self.alpha = task, activation, float(alpha)
         if task == "classification":
-            self.n_classes = _check_positive_int("n_classes", n_classes)
+            self.n_classes = check_positive_int("n_classes", n_classes)
             if self.n_classes < 2:
                 raise ValueError(f"n_classes must be at least 2; got {n_classes}")
             self.n_outputs = self.n_classes
@@ -222,6 +222,9 @@ class MLP:
         if self.task == "regression":
             return scores
         return np.argmax(scores, axis=1).astype(np.int64)
+
+    probabilistic = True
+    class_scores = LinearModel.class_scores
 
     def predict_proba(self, params: np.ndarray, X) -> np.ndarray:
         """Softmax class probabilities, shape ``(n, K)`` (classifier only)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .base import LinearModel, _check_positive_int, class_indices
+from .base import LinearModel, check_positive_int, class_indices
 
 
 class SoftmaxRegression(LinearModel):
@@ -24,7 +24,7 @@ class SoftmaxRegression(LinearModel):
     _repr_fields = ("n_features", "n_classes", "fit_intercept", "alpha", "l1_ratio")
 
     def __init__(self, n_features, n_classes, fit_intercept=True, alpha=0.0, l1_ratio=0.0):
-        n_classes = _check_positive_int("n_classes", n_classes)
+        n_classes = check_positive_int("n_classes", n_classes)
         if n_classes < 2:
             raise ValueError(f"n_classes must be at least 2; got {n_classes}")
         super().__init__(n_features, fit_intercept, alpha, l1_ratio, n_outputs=n_classes)
@@ -52,9 +52,9 @@ class SoftmaxRegression(LinearModel):
         probabilities[rows, labels] -= 1.0
         return loss, probabilities
 
-    def _block_loss_grad(self, X, y, weights, intercept, coef_grad, intercept_grad,
+    def _tile_loss_grad(self, X, y, weights, intercept, coef_grad, intercept_grad,
                          accumulate: bool) -> float:
-        """One block of rows, as :meth:`_loss_and_dz` computes it but on the scores laid out
+        """One tile of rows, as :meth:`_loss_and_dz` computes it but on the scores laid out
         class-major, ``(K, n)``: the row-wise max, sum and normalisation then run over K
         contiguous vectors of n values instead of n short rows of K (numpy's reductions along a
         short last axis cost more than the products here), the label entries are addressed by
@@ -76,12 +76,12 @@ class SoftmaxRegression(LinearModel):
         loss = float(np.log(partition, out=partition).sum()) - picked
         flat[at_label] -= 1.0  # dloss/dZ
         row_weights = scores.astype(weights.dtype, copy=False)
-        block_grad = (X.T @ row_weights.T).T if sp.issparse(X) else row_weights @ X
+        tile_grad = (X.T @ row_weights.T).T if sp.issparse(X) else row_weights @ X
         if not accumulate:
             coef_grad[...] = 0.0
             if intercept_grad is not None:
                 intercept_grad[...] = 0.0
-        coef_grad += block_grad
+        coef_grad += tile_grad
         if intercept_grad is not None:
             intercept_grad += scores.sum(axis=1)
         return loss

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mpi_asserts import assert_all
 
-from mpiml.collectives import ALGORITHMS, allreduce, broadcast
+from mpiml.comm import ALGORITHMS, allreduce, broadcast
 
 pytestmark = pytest.mark.mpi
 
@@ -61,7 +61,7 @@ def test_allreduce_of_2d_buffer_keeps_shape(comm):
 
 
 def test_mismatched_lengths_raise_on_every_rank(comm):
-    from mpiml.collectives import CollectiveError
+    from mpiml.comm import CollectiveError
 
     buf = np.zeros(10 + (comm.rank == comm.size - 1 and comm.size > 1), dtype=np.float64)
     if comm.size == 1:
@@ -72,7 +72,7 @@ def test_mismatched_lengths_raise_on_every_rank(comm):
 
 
 def test_mismatched_dtypes_raise_on_every_rank(comm):
-    from mpiml.collectives import CollectiveError
+    from mpiml.comm import CollectiveError
 
     dtype = np.float32 if comm.rank == 0 and comm.size > 1 else np.float64
     buf = np.zeros(8, dtype=dtype)
@@ -104,7 +104,7 @@ def test_sub_communicator_is_respected(comm):
 
 
 def test_raise_together_raises_same_error_everywhere(comm):
-    from mpiml.collectives import raise_together
+    from mpiml.comm import raise_together
 
     error = ValueError("bad row 7") if comm.rank == comm.size - 1 else None
     with pytest.raises(ValueError, match="bad row 7") as info:

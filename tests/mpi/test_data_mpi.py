@@ -10,8 +10,8 @@ import scipy.sparse
 from mpi_asserts import assert_all
 from test_data import write_csr, write_dense
 
-from mpiml.collectives import allgather_object, broadcast_object
-from mpiml.data import BatchPlan, DataError, iter_blocks, load_shard, open_shard, row_range
+from mpiml.comm import allgather_object, broadcast_object
+from mpiml.data import BatchPlan, DataError, iter_chunks, load_shard, open_shard, row_range
 
 pytestmark = pytest.mark.mpi
 
@@ -73,7 +73,7 @@ def test_blocks_tile_the_shard_and_every_rank_gets_as_many(comm, shared_dir, spa
     X, y = reference_data()
     writer = write_csr if sparse else write_dense
     path = made_by_rank_zero(comm, shared_dir / f"blocks-{sparse}.h5", lambda p: writer(p, X, y))
-    blocks = list(iter_blocks(path, comm, block_rows=4))
+    blocks = list(iter_chunks(path, comm, chunk_rows=4))
     counts = allgather_object(len(blocks), comm)
     assert_all(len(set(counts)) == 1, f"block counts differ: {counts}")
     start, stop = row_range(N_ROWS, comm.rank, comm.size)
@@ -124,7 +124,7 @@ def test_nan_on_the_last_rank_raises_on_every_rank(comm, shared_dir):
     assert_all(f"global row {N_ROWS - 1}, column 4" in raised, f"raised {raised!r}")
     raised = ""
     try:
-        for _ in iter_blocks(path, comm, block_rows=3):
+        for _ in iter_chunks(path, comm, chunk_rows=3):
             pass
     except DataError as exc:
         raised = str(exc)

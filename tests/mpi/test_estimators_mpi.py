@@ -247,7 +247,7 @@ def test_reproducible_estimators_give_the_same_bits_on_any_rank_count(comm, make
     from mpiml.data import row_range
 
     X, y = make_classification(n_samples=1000, n_features=5, random_state=0)
-    start, stop = row_range(len(X), comm.rank, comm.size, align=32)
+    start, stop = row_range(len(X), comm.rank, comm.size, block_rows=32)
     distributed = make(comm).fit(X[start:stop], y[start:stop])
     alone = make(MPI.COMM_SELF).fit(X, y)
     for name in ("coef_", "cluster_centers_", "coefs_"):

@@ -8,8 +8,10 @@ from datasets import make_problem, write_csr, write_dense
 from mpi4py import MPI
 from mpi_asserts import assert_all
 
+from mpiml.comm import Reducer
 from mpiml.data import load_shard
-from mpiml.hgbt import fit_hgbt, predict_raw
+from mpiml.fit.boosting import fit_hgbt
+from mpiml.models.trees import predict_raw
 
 pytestmark = pytest.mark.mpi
 
@@ -35,6 +37,8 @@ def fit(path, communicator, task, **options):
     data_task = "regression" if task == "regression" else task
     shard = load_shard(path, communicator, task=data_task)
     n_classes = shard.n_classes if task == "multiclass" else 2
+    if "reducer" in options:
+        communicator = None  # the reducer's
     result = fit_hgbt(shard.X, shard.y, communicator, task=task, n_classes=n_classes,
                       row_offset=shard.start, n_total=shard.n_total,
                       **dict(dict(n_estimators=8, max_depth=4, min_samples_leaf=10), **options))
@@ -63,8 +67,8 @@ def test_trees_on_p_ranks_equal_one_rank(comm, problem_file, task, layout):
 @pytest.mark.parametrize("algorithm", ["ring", "tree"])
 def test_every_allreduce_algorithm_grows_the_same_trees(comm, problem_file, algorithm):
     path = problem_file("binary")
-    _, native = fit(path, comm, "binary", algorithm="native")
-    _, other = fit(path, comm, "binary", algorithm=algorithm)
+    _, native = fit(path, comm, "binary", reducer=Reducer(comm, "native"))
+    _, other = fit(path, comm, "binary", reducer=Reducer(comm, algorithm))
     assert_same_model(other.model, native.model, algorithm)
 
 

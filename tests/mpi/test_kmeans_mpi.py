@@ -11,7 +11,7 @@ from mpi_asserts import assert_all
 from sklearn.datasets import make_blobs
 
 from mpiml.data import load_shard
-from mpiml.kmeans import fit_kmeans
+from mpiml.fit.kmeans import fit_kmeans
 
 pytestmark = [pytest.mark.mpi, pytest.mark.filterwarnings("ignore:K-Means did not converge")]
 

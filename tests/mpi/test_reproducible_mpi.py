@@ -8,7 +8,7 @@ from mpi4py import MPI
 from mpi_asserts import assert_all
 
 from mpiml import config
-from mpiml.trainer import Trainer
+from mpiml.fit import train
 
 pytestmark = pytest.mark.mpi
 
@@ -34,7 +34,7 @@ def fit(path, communicator, **sections):
     raw = {"data": {"train": path}, "train": {"log_every": 10**6, "reproducible": True}, **OFF}
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
-    return Trainer(config.from_dict(raw), communicator).fit()
+    return train(config.from_dict(raw), communicator)
 
 
 def assert_bit_identical(comm, distributed, alone, what):
@@ -79,7 +79,7 @@ def test_standardized_data_and_early_stopping_are_reproducible(comm, problem_fil
     alone = fit(path, MPI.COMM_SELF, **options)
     assert_all(distributed.steps == alone.steps, f"{distributed.steps} vs {alone.steps} steps")
     assert_bit_identical(comm, distributed, alone, "standardized")
-    for got, want in zip(distributed.scaler, alone.scaler, strict=True):
+    for got, want in zip(distributed.saved.scaler, alone.saved.scaler, strict=True):
         assert_all(got.tobytes() == want.tobytes(), "scaler bits differ")
 
 
@@ -95,16 +95,13 @@ def test_too_many_ranks_for_the_blocks_is_a_clear_error(comm, problem_file):
 @pytest.mark.parametrize("layout", ["dense", "csr"])
 @pytest.mark.parametrize("kind", ["kmeans", "hgbt_classifier"])
 def test_kmeans_and_trees_give_the_same_bits(comm, problem_file, kind, layout):
-    from mpiml.runners import run_hgbt, run_kmeans
-
     path = problem_file("logistic", layout, "float64")
     raw = {"data": {"train": path}, "model": {"kind": kind},
            "train": {"reproducible": True, "block_rows": 16},
            "kmeans": {"n_clusters": 4, "max_iter": 300, "tol": 1e-6},
            "hgbt": {"n_estimators": 5, "max_depth": 3}, **OFF}
-    runner = run_kmeans if kind == "kmeans" else run_hgbt
-    distributed = runner(config.from_dict(raw), comm)
-    alone = runner(config.from_dict(raw), MPI.COMM_SELF)
+    distributed = train(config.from_dict(raw), comm)
+    alone = train(config.from_dict(raw), MPI.COMM_SELF)
     for name, array in alone.saved.arrays.items():
         got = distributed.saved.arrays[name]
         assert_all(np.asarray(got).tobytes() == np.asarray(array).tobytes(),

@@ -1,4 +1,4 @@
-"""The trainer on p ranks equals the trainer on one rank (COMM_SELF over the whole file).
+"""The gradient loops on p ranks equal the same loops on one rank (COMM_SELF over the whole file).
 
 Every rank also trains alone on the full data as the reference, so each assertion compares the
 p-rank result with a 1-rank result inside the same job. Row counts are odd so shards are uneven.
@@ -11,7 +11,10 @@ from mpi4py import MPI
 from mpi_asserts import assert_all
 
 from mpiml import config
-from mpiml.trainer import Trainer
+from mpiml.data.run_rows import load_run_data
+from mpiml.fit import train
+from mpiml.fit.gradient import GradientProblem
+from mpiml.run import open_run
 
 pytestmark = pytest.mark.mpi
 
@@ -41,7 +44,7 @@ def fit(path, communicator, **sections):
            "checkpoint": dict(NO_CHECKPOINTS), "fault": {"check_every": 7}}
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
-    return Trainer(config.from_dict(raw), communicator).fit()
+    return train(config.from_dict(raw), communicator)
 
 
 def assert_same_params(distributed, alone, rtol, what):
@@ -93,16 +96,13 @@ def test_minibatch_sgd_follows_the_same_global_batches(comm, problem_file, name)
 
 
 def objective(path, params, comm):
-    """The full training objective at ``params`` (one fused reduction, as the trainer does)."""
-    trainer = Trainer(config.from_dict({"data": {"train": path},
-                                        "model": {"kind": "logistic", "alpha": 0.01},
-                                        "checkpoint": NO_CHECKPOINTS}), comm)
-    n = trainer.model.n_params
-    sums = np.empty(n + 4)
-    trainer._local_sums(params, None, sums, step=0)
-    comm.Allreduce(MPI.IN_PLACE, sums)
-    grad = np.empty(n)
-    return trainer._objective_from_sums(sums, params, grad)
+    """The full training objective at ``params`` (one fused reduction, as the loops do)."""
+    resolved = config.from_dict({"data": {"train": path},
+                                 "model": {"kind": "logistic", "alpha": 0.01},
+                                 "checkpoint": NO_CHECKPOINTS})
+    with open_run(resolved, comm) as run:
+        problem = GradientProblem(run, load_run_data(resolved, run.reducer, "binary"))
+        return problem.objective(params)[0]
 
 
 @pytest.mark.parametrize("mode", ["overlap", "local_sgd"])
@@ -121,8 +121,8 @@ def test_early_stopping_is_decided_together(comm, problem_file, mpi_tmp_path):
     path = problem_file("logistic")
     run = fit(path, comm, model={"kind": "logistic"}, optimizer={"name": "sgd", "lr": 10.0},
               train={"epochs": 50, "batch_size": 16, "patience": 2, "min_delta": 1e9})
-    assert_all(run.stopped_early and run.epochs_done == 3,
-               f"stopped_early={run.stopped_early} epochs={run.epochs_done}")
+    assert_all(run.stopped_early and run.epochs == 3,
+               f"stopped_early={run.stopped_early} epochs={run.epochs}")
 
 
 @pytest.mark.parametrize("layout", ["dense", "csr"])
@@ -132,6 +132,6 @@ def test_standardized_training_equals_one_rank(comm, problem_file, layout):
                    optimizer={"name": "gd", "lr": 0.5}, train={"epochs": 20, "batch_size": None})
     distributed = fit(path, comm, **options)
     alone = fit(path, MPI.COMM_SELF, **options)
-    for got, want in zip(distributed.scaler, alone.scaler, strict=True):
+    for got, want in zip(distributed.saved.scaler, alone.saved.scaler, strict=True):
         assert_same_params(got, want, 1e-12, f"scaler {layout}")
     assert_same_params(distributed.params, alone.params, 1e-10, f"standardized {layout}")

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from mpiml import run_spmd
-from mpiml.collectives import allgather_object, rank_and_size
+from mpiml.comm import allgather_object, rank_and_size
 from mpiml.data import load_shard
 
 

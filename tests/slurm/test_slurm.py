@@ -279,7 +279,7 @@ def test_crashing_rank_fails_the_job_within_seconds(slurm, data_file, tmp_path):
 
 
 def test_srun_without_mpi_plugin_is_refused_with_the_launch_message(slurm, data_file, tmp_path):
-    """`srun --mpi=none` starts N single-rank copies; mpiml.launchcheck must stop them."""
+    """`srun --mpi=none` starts N single-rank copies; mpiml.run.launchcheck must stop them."""
     out_dir = tmp_path / "mistake"
     proc = slurm.run(["srun", "--mpi=none", f"--ntasks={RANKS}", "--kill-on-bad-exit=1",
                       sys.executable, "-m", "mpiml.train", "configs/quickstart.yaml",

@@ -1,0 +1,138 @@
+"""The training command: ``mpirun -n N python -m mpiml.train CONFIG [--set section.key=value ...]``
+(also installed as ``mpiml-train``).
+
+Rank 0 reads and checks the config and broadcasts it, so every rank trains with the same resolved
+config even if the file changes meanwhile. Only rank 0 prints and writes: ``config.yaml``,
+``metrics.jsonl`` and ``model.h5`` in ``output.dir``. Any rank's exception ends the whole job
+through :func:`mpiml.run_spmd` (exit 1; configuration and data errors are printed once).
+
+SIGTERM and SIGUSR1 (Slurm time limits, preemption) make every rank stop at the next step
+boundary; rank 0 writes a checkpoint and the job exits with 75. A restarted job resumes from the
+newest valid checkpoint (``--resume auto``, the default).
+
+Exit codes: 0 success, 1 error, 75 stopped on a signal after writing a checkpoint, 130
+interrupted.
+
+:func:`main` blocks the stop signals and pins BLAS to one thread per rank BEFORE numpy or MPI is
+imported (both start threads, which inherit the signal mask), so this module imports nothing
+heavy at its top: the console script and ``python -m`` behave the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def prepare_process():
+    """One BLAS thread per rank unless the user says otherwise (ranks already fill the cores),
+    and the stop signals blocked and handed to a listener thread; returns its StopRequests."""
+    for variable in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(variable, "1")
+    from ..run.signals import StopRequests
+
+    return StopRequests().block_and_listen()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m mpiml.train", description="Train a model on the ranks of an MPI job.")
+    parser.add_argument("config", nargs="?", help="YAML config file")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable), e.g. --set optimizer.lr=0.1")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (defaults if no file) and exit")
+    parser.add_argument("--quiet", action="store_true", help="no per-step lines on stdout")
+    parser.add_argument("--resume", metavar="auto|never|PATH",
+                        help="resume from the newest valid checkpoint (auto, the default), start "
+                             "fresh (never), or resume from one checkpoint file")
+    args = parser.parse_args(argv)
+    if args.config is None and not args.print_config:
+        parser.error("a config file is required (or --print-config)")
+    return args
+
+
+def resolve_config(args, comm):
+    """Rank 0 reads the config; every rank gets the same one, or the same error."""
+    from .. import config
+    from ..comm import on_root
+
+    return config.from_dict(on_root(lambda: config.load(args.config, args.set).to_dict(), comm))
+
+
+def train(args, comm=None, stop=None) -> int:
+    """Run training as the CLI does, on the ranks of ``comm``; returns the exit code.
+
+    ``stop``: the :class:`mpiml.run.signals.StopRequests` fed by SIGTERM/SIGUSR1 (the CLI's).
+    """
+    from pathlib import Path
+
+    from .. import config
+    from ..comm import on_root, world
+    from ..files.model import save_model
+    from ..fit import fit_config
+    from ..run import faults, open_run
+    from ..run.launchcheck import check_launch
+    from ..run.log import RunLog
+
+    if comm is None:  # the CLI's own job: COMM_WORLD must hold every rank the launcher started
+        check_launch(world().Get_size())
+    comm = world(comm)
+    started_with = comm.Get_size()
+    resolved = resolve_config(args, comm)
+    if stop is not None:
+        stop.grace_seconds = resolved.fault.stop_grace_seconds
+    out_dir = Path(resolved.output.dir)
+
+    def prepare_output():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(config.dump(resolved))
+
+    on_root(prepare_output, comm)
+    log = RunLog(out_dir / "metrics.jsonl", active=comm.Get_rank() == 0, quiet=args.quiet)
+    try:
+        with open_run(resolved, comm, log=log, stop=stop, fault=faults.from_env(),
+                      resume=args.resume) as run:
+            log({"event": "start", "ranks": comm.Get_size(), "model": resolved.model.kind,
+                 "optimizer": resolved.optimizer.name, "mode": resolved.comm.mode})
+            result = fit_config(run)
+            if result.comm.Get_rank() == 0:  # the final communicator: rank 0 may have died
+                save_model(out_dir / "model.h5", result.saved, config.dump(resolved))
+            log({"event": "done", "steps": result.steps, "stopped_early": result.stopped_early,
+                 "test": result.metrics, "model": str(out_dir / "model.h5")})
+    finally:
+        log.close()
+        if stop is not None:
+            stop.finished()
+    if result.comm.Get_size() < started_with:
+        # Ranks died and the survivors finished (fault.mode shrink): the model is saved and every
+        # output flushed. MPI_Finalize after a rank's death was seen to hang now and then with
+        # Open MPI's ULFM, so the survivors leave without it (mpirun still reports success).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of ``python -m mpiml.train`` and ``mpiml-train``."""
+    args = parse_args(argv)
+    if args.print_config:
+        from .. import config
+
+        if args.config is None and not args.set:
+            sys.stdout.write(config.dump(config.Config()))
+            return 0
+        try:
+            sys.stdout.write(config.dump(config.load(args.config, args.set)))
+        except config.ConfigError as exc:
+            sys.stderr.write(f"mpiml: error: {exc}\n")
+            return 1
+        return 0
+    stop = prepare_process()
+    from ..comm import run_spmd
+
+    return run_spmd(lambda: train(args, stop=stop))

@@ -1,0 +1,218 @@
+"""Reading a configuration: YAML (safe_load) and ``--set`` overrides into a checked
+:class:`~mpiml.config.schema.Config`.
+
+Unknown keys are rejected with the nearest valid name; types and ranges are checked with
+messages that name the key and the value. ``--set section.key=value`` overrides are parsed as
+YAML scalars and checked the same way. Derived values (reproducible mode's ``train.block_rows``)
+are resolved here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..models.kinds import KINDS
+from .schema import CHOICES, RANGES, RESUME_LOCKED, SECTIONS, STRICTLY_POSITIVE, Config
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is not valid; the message names the key and the value."""
+
+
+def _unknown(kind: str, name: str, valid) -> ConfigError:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown {kind} {name!r}{hint} (valid: {', '.join(valid)})")
+
+
+def _field_types(cls) -> dict[str, str]:
+    return {f.name: str(f.type) for f in fields(cls)}
+
+
+def _coerce(section: str, key: str, value, type_text: str):
+    """Check ``value`` against the field's annotated type; ints are accepted for floats."""
+    where = f"{section}.{key}"
+    optional = "None" in type_text
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where} may not be null")
+    base = type_text.replace(" | None", "")
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false; got {value!r}")
+    elif base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer; got {value!r}")
+    elif base == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number; got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be finite; got {value!r}")
+    elif base == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string; got {value!r}")
+    elif base == "tuple[int, ...]":
+        if (not isinstance(value, (list, tuple)) or not value
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                           for v in value)):
+            raise ConfigError(f"{where} must be a non-empty list of positive integers; "
+                              f"got {value!r}")
+        value = tuple(value)
+    choices = CHOICES.get((section, key))
+    if choices is not None and value not in choices:
+        shown = ", ".join("null" if c is None else c for c in choices)
+        raise ConfigError(f"{where} must be one of {shown}; got {value!r}")
+    if (section, key) in STRICTLY_POSITIVE and value <= 0:
+        raise ConfigError(f"{where} must be greater than 0; got {value!r}")
+    bounds = RANGES.get((section, key))
+    if bounds is not None:
+        low, high = bounds
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"[{low}, {'inf' if high is None else high}]"
+            raise ConfigError(f"{where} must be in {span}; got {value!r}")
+    return value
+
+
+def from_dict(raw: dict | None) -> Config:
+    """Build a checked Config from nested dicts (missing keys take their defaults)."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections; got {type(raw).__name__}")
+    sections = {}
+    for name, values in raw.items():
+        if name not in SECTIONS:
+            raise _unknown("section", str(name), SECTIONS)
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"section {name!r} must be a mapping; got {values!r}")
+        types = _field_types(SECTIONS[name])
+        checked = {}
+        for key, value in values.items():
+            if key not in types:
+                raise _unknown(f"key in section {name!r}:", str(key), types)
+            checked[key] = _coerce(name, key, value, types[key])
+        sections[name] = SECTIONS[name](**checked)
+    config = Config(**sections)
+    _check_consistency(config)
+    return _resolve(config)
+
+
+def resume_conflicts(saved: dict, current: Config) -> list[str]:
+    """``section.key: saved -> current`` for every RESUME_LOCKED key that differs."""
+    now = current.to_dict()
+    conflicts = []
+    for dotted in RESUME_LOCKED:
+        section, key = dotted.split(".")
+        before, after = saved.get(section, {}).get(key), now[section][key]
+        if before != after:
+            conflicts.append(f"{dotted}: {before!r} -> {after!r}")
+    return conflicts
+
+
+def _resolve(config: Config) -> Config:
+    """Fill in derived values: reproducible mode's ``train.block_rows`` (null means 32 rows for
+    mini-batches, or their gcd with 32; 1024 for full batches)."""
+    train = config.train
+    if train.reproducible and train.block_rows is None:
+        rows = 1024 if train.batch_size is None else math.gcd(32, train.batch_size)
+        config = dataclasses.replace(config, train=dataclasses.replace(train, block_rows=rows))
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    if config.optimizer.name == "lbfgs":
+        if config.model.l1_ratio > 0 and config.model.alpha > 0:
+            raise ConfigError("optimizer.name lbfgs handles only smooth penalties: set "
+                              "model.l1_ratio to 0 or use sgd/gd (proximal L1)")
+        if config.comm.mode != "sync":
+            raise ConfigError(f"optimizer.name lbfgs needs comm.mode sync; got "
+                              f"{config.comm.mode!r}")
+    family = KINDS[config.model.kind].family
+    if family in ("kmeans", "hgbt") and config.comm.mode != "sync":
+        raise ConfigError(f"model.kind {config.model.kind} has its own loop: comm.mode must be "
+                          f"sync; got {config.comm.mode!r}")
+    if config.fault.mode == "shrink":
+        if config.comm.mode != "sync" or config.optimizer.name == "lbfgs":
+            raise ConfigError("fault.mode shrink supports comm.mode sync with a first-order "
+                              f"optimizer; got comm.mode {config.comm.mode!r}, optimizer.name "
+                              f"{config.optimizer.name!r}")
+        if not KINDS[config.model.kind].gradient_trained:
+            raise ConfigError(f"fault.mode shrink supports the gradient-trained models; got "
+                              f"model.kind {config.model.kind!r}")
+    if config.train.block_rows is not None and not config.train.reproducible:
+        raise ConfigError("train.block_rows is the block of reproducible mode: set "
+                          "train.reproducible to true, or train.block_rows to null")
+    if config.train.reproducible:
+        if config.comm.mode != "sync":
+            raise ConfigError(f"train.reproducible needs comm.mode sync; got "
+                              f"{config.comm.mode!r}")
+        block = config.train.block_rows
+        if config.model.kind == "kmeans" and config.kmeans.batch_size is not None:
+            raise ConfigError("train.reproducible supports K-Means with Lloyd iterations only: "
+                              "set kmeans.batch_size to null")
+        mini_batches = config.train.batch_size and config.optimizer.name != "lbfgs"
+        if block and mini_batches and config.train.batch_size % block:
+            raise ConfigError(f"train.reproducible: train.batch_size ({config.train.batch_size})"
+                              f" must be a multiple of train.block_rows ({block})")
+    if config.optimizer.schedule == "step" and config.optimizer.step_size is None:
+        raise ConfigError("optimizer.schedule step needs optimizer.step_size")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"optimizer.lr=0.1"`` -> ("optimizer", "lr", 0.1); the value is a YAML scalar."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value; got {text!r}")
+    path, value_text = text.split("=", 1)
+    if path.count(".") != 1:
+        raise ConfigError(f"--set expects section.key=value; got {text!r}")
+    section, key = path.split(".")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {path}: cannot parse value {value_text!r}: {exc}") from None
+    return section, key, value
+
+
+def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config file (or start from defaults) and apply ``--set`` overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+    for text in overrides:
+        section, key, value = parse_override(text)
+        section_values = raw.setdefault(section, {})
+        if not isinstance(section_values, dict):
+            raise ConfigError(f"section {section!r} must be a mapping")
+        section_values[key] = value
+    try:
+        return from_dict(raw)
+    except ConfigError as exc:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"{exc}{where}") from None
+
+
+def dump(config: Config) -> str:
+    """The resolved config as YAML (what --print-config shows and the run directory keeps)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+

@@ -1,0 +1,7 @@
+"""``python -m mpiml.data``: the data command line (:mod:`mpiml.cli.data`)."""
+
+import sys
+
+from ..cli.data import main
+
+sys.exit(main())

@@ -1,0 +1,147 @@
+"""The rows a run trains and evaluates on: this rank's training and test rows, the class set,
+and the optional global standardisation -- for every fit loop and the estimators alike.
+
+:func:`load_run_data` reads them from the files of ``config.data``; :func:`from_arrays` takes
+rows a caller already holds in memory (the estimator API). Both are collective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..comm import allgather_object, raise_together, rank_and_size
+from ..config import Config, ConfigError
+from ..models.scaling import apply_scaler
+from .hdf5 import load_shard
+from .scaling import fit_scaler
+from .shard import Shard
+
+
+@dataclass
+class RunData:
+    """This rank's rows of a run: ``task`` is regression | binary | multiclass | unsupervised;
+    ``classes`` the original labels of the class indices in ``shard.y``; ``scaler`` = (mean,
+    scale) already applied to ``shard`` and ``test``."""
+
+    task: str
+    shard: Shard
+    test: Shard | None
+    classes: np.ndarray | None
+    scaler: tuple[np.ndarray, np.ndarray] | None
+
+    @property
+    def n_classes(self) -> int:
+        return 2 if self.classes is None else len(self.classes)
+
+
+def load_run_data(config: Config, reducer, task: str, scaler=None) -> RunData:
+    """This rank's training (and test) rows for ``task``, on ``reducer``'s communicator;
+    collective. ``scaler`` = (mean, scale) applies a scaler already fitted (e.g. after the rows
+    were redistributed) instead of fitting one when ``data.standardize`` is set."""
+    cfg, comm = config.data, reducer.comm
+    if not cfg.train:
+        raise ConfigError("data.train is empty: give the HDF5 file to train on")
+    labelled = task != "unsupervised"
+    shard = load_shard(cfg.train, comm, x=cfg.x, y=cfg.y if labelled else None, dtype=cfg.dtype,
+                       task=task if labelled else None, block_rows=config.block_rows)
+    test = None
+    if cfg.test:
+        test = load_shard(cfg.test, comm, x=cfg.test_x, y=cfg.test_y if labelled else None,
+                          dtype=cfg.dtype, task="regression" if labelled else None,
+                          block_rows=config.block_rows)
+        if test.n_features != shard.n_features:
+            raise ConfigError(f"test set {cfg.test}:{cfg.test_x} has {test.n_features} "
+                              f"features; the training set has {shard.n_features}")
+        if shard.classes is not None:
+            test.y = _map_labels(test.y, shard.classes, cfg.test, comm)
+    if cfg.standardize and scaler is None:
+        scaler = fit_scaler(shard.X, reducer, shard.n_total)
+    if cfg.standardize:
+        for part in (shard, test):
+            if part is not None:
+                apply_scaler(part.X, *scaler)
+    return RunData(task, shard, test, shard.classes, scaler)
+
+
+def from_arrays(X, y, reducer, task: str, standardize: bool = False,
+                classes: np.ndarray | None = None) -> RunData:
+    """A run over the rows each rank holds in memory (rank r's rows come after rank r-1's in
+    the global order), on ``reducer``'s communicator. Collective: the row offsets and the class
+    set are agreed across ranks. The caller's arrays are never modified.
+
+    ``task``: regression | binary | multiclass | unsupervised. Class labels may be any sortable
+    values; they are mapped to 0..K-1 in sorted order, identically on every rank -- or, when
+    ``classes`` (sorted, the same on every rank) is given, ``y`` already holds those indices.
+    In reproducible mode (the reducer's ``block_rows > 1``) every rank but the last must hold a
+    multiple of the block.
+    """
+    comm, block_rows = reducer.comm, reducer.block_rows
+    error = None
+    try:
+        if sp.issparse(X):
+            dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+            X = sp.csr_matrix(X, dtype=dtype, copy=True)  # scaling works in place
+        else:
+            X = np.asarray(X)
+            if X.dtype not in (np.float32, np.float64):
+                X = X.astype(np.float64)
+            X = np.array(X, order="C")  # a private, writeable copy (scaling works in place)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (rows x features); got shape {X.shape}")
+        if y is not None and len(y) != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)}")
+    except (TypeError, ValueError) as exc:
+        error = exc
+    raise_together(error, comm)
+    counts = allgather_object((X.shape[0], X.shape[1]), comm)
+    rank = rank_and_size(comm)[0]
+    widths = {width for _, width in counts}
+    if len(widths) != 1:
+        error = ValueError(f"ranks hold different feature counts: {sorted(widths)}")
+    raise_together(error, comm)
+    start = sum(n for n, _ in counts[:rank])
+    n_total = sum(n for n, _ in counts)
+    misaligned = [r for r, (n, _) in enumerate(counts[:-1]) if n % block_rows]
+    if misaligned:
+        error = ValueError(f"reproducible mode splits rows in blocks of {block_rows}: every rank "
+                           f"but the last must hold a multiple of {block_rows} rows; ranks "
+                           f"{misaligned} hold {[counts[r][0] for r in misaligned]} (use "
+                           "mpiml.row_range(n, rank, size, block_rows) to split)")
+    raise_together(error, comm)
+    labels = None
+    if task in ("binary", "multiclass"):
+        if classes is None:
+            local = np.unique(np.asarray(y))
+            classes = np.unique(np.concatenate(allgather_object(local, comm)))
+            labels = np.searchsorted(classes, np.asarray(y)).astype(np.int64)
+        else:
+            labels = np.asarray(y, dtype=np.int64)
+        wanted = "exactly 2" if task == "binary" else "at least 2"
+        if len(classes) < 2 or (task == "binary" and len(classes) != 2):
+            error = ValueError(f"task {task} needs {wanted} classes; the labels hold "
+                               f"{len(classes)}")
+        raise_together(error, comm)
+    elif task == "regression":
+        labels = np.asarray(y, dtype=np.float64)
+    shard = Shard(X, labels, start, start + X.shape[0], n_total, X.shape[1], classes,
+                  None if task == "unsupervised" else task)
+    scaler = None
+    if standardize:
+        scaler = fit_scaler(shard.X, reducer, n_total)
+        apply_scaler(shard.X, *scaler)
+    return RunData(task, shard, None, classes, scaler)
+
+
+def _map_labels(raw: np.ndarray, classes: np.ndarray, path, comm) -> np.ndarray:
+    """Labels -> training class indices; a label unseen in training is an error everywhere."""
+    index = np.clip(np.searchsorted(classes, raw), 0, len(classes) - 1)
+    unknown = classes[index] != raw
+    error = None
+    if unknown.any():
+        error = ValueError(f"test set {path}: label {raw[unknown][0]!r} does not occur in the "
+                           f"training labels {list(classes)}")
+    raise_together(error, comm)
+    return index

@@ -1,0 +1,10 @@
+"""The data tools behind ``python -m mpiml.data``: make (:func:`synth`), convert
+(:func:`convert`), inspect (:func:`inspect`) and fetch bundled examples (:func:`write_example`),
+all in bounded memory. Each writes atomically (:func:`mpiml.files.atomic.atomic_hdf5`)."""
+
+from .converters import convert
+from .examples import write_example, write_line_example
+from .inspection import inspect
+from .synthetic import synth
+
+__all__ = ["convert", "inspect", "synth", "write_example", "write_line_example"]

@@ -1,0 +1,175 @@
+"""Distributed histogram gradient-boosted trees (binary, multiclass, regression).
+
+Each rank holds its own rows. The fit:
+
+1. **Bin edges**, identical on every rank and independent of the rank count: a sample of at
+   most ``bin_sample_rows`` GLOBAL row indices drawn from ``seed`` alone (all rows when there
+   are fewer), whose values are allgathered in global row order; every rank then computes the
+   same quantile edges (scikit-learn's rule) from the same sorted values.
+2. **Binning** of this rank's rows to uint8 (:func:`mpiml.models.trees.bin_features`).
+3. **Boosting rounds**: gradients and hessians of the loss at the current raw predictions,
+   rounded onto an agreed grid (:meth:`mpiml.comm.Reducer.quantize_rows`) so that histogram
+   sums are exact, then the trees of the round grown level by level with one reduction of
+   histograms per level (:func:`mpiml.models.tree_growth.grow_round`). One tree per round
+   (binary: logistic loss; regression: squared error) or one per class (multiclass: softmax).
+
+Because every reduced quantity is an exact integer sum, the trees are bit-identical at any rank
+count and with any allreduce algorithm, and a run resumed from an ``on_tree`` state equals the
+uninterrupted run. The model is a dict of arrays (:mod:`mpiml.models.trees`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..comm import Reducer, allgather_object, raise_together
+from ..data.run_rows import RunData
+from ..models import trees
+from ..models.tree_growth import GrowthParams, grow_round
+from ..run.context import RunContext
+from .evaluate import evaluate
+from .layout import RowLayout
+from .result import Fitted
+from .rounds import Rounds, identity
+
+#: Rows sampled to place the bin edges (scikit-learn's ``subsample`` for binning).
+BIN_SAMPLE_ROWS = 200_000
+
+
+@dataclass
+class HGBTResult:
+    """What :func:`fit_hgbt` produced, identical on every rank: the model arrays, the number of
+    boosting rounds in it, and the mean training loss of the final model."""
+
+    model: dict
+    n_rounds: int
+    train_loss: float
+
+
+def bin_edges(X, layout: RowLayout, max_bins: int, seed: int, comm,
+              sample_rows: int = BIN_SAMPLE_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Edges of every feature, identical on all ranks: ``(edges, offsets)``. Collective.
+
+    The sampled global rows (at most ``sample_rows``) depend only on ``(n_total, seed)``; each
+    rank contributes the sampled rows it owns and the allgather returns them in rank order =
+    global row order.
+    """
+    n_total = layout.n_total
+    if n_total <= sample_rows:
+        sample = np.arange(n_total)
+    else:
+        sample = np.sort(np.random.default_rng(seed).choice(n_total, sample_rows,
+                                                           replace=False))
+    lo, hi = np.searchsorted(sample, (layout.start, layout.start + layout.n_local))
+    rows = X[sample[lo:hi] - layout.start]
+    values = np.asarray(rows.toarray() if sp.issparse(rows) else rows, dtype=np.float64)
+    gathered = np.concatenate(allgather_object(values, comm))
+    per_feature = [trees.feature_edges(gathered[:, j], max_bins) for j in range(X.shape[1])]
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in per_feature])]).astype(np.int64)
+    return np.concatenate(per_feature).astype(np.float64), offsets
+
+
+def _exact_column_sums(values: np.ndarray, n_total: int, reducer) -> np.ndarray:
+    """Sums over all rows of every row of ``values`` (m, n), the same bits at any rank count."""
+    quantized, scale = reducer.quantize_rows(values, n_total)
+    return reducer.sum(quantized.sum(axis=1)) / scale
+
+
+def fit_hgbt(X, y, comm=None, *, task: str = "binary", n_classes: int = 2,
+             n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = 6,
+             min_samples_leaf: int = 20, l2: float = 1.0, max_bins: int = 255,
+             row_offset: int | None = None, n_total: int | None = None, seed: int = 0,
+             bin_sample_rows: int = BIN_SAMPLE_ROWS, start: dict | None = None, on_tree=None,
+             reducer: Reducer | None = None) -> HGBTResult:
+    """Boost ``n_estimators`` rounds of depth-wise trees on the rows of all ranks. Collective.
+
+    ``X`` (dense or CSR, finite) and ``y`` are this rank's rows, in rank order (``row_offset``
+    and ``n_total`` are checked when given). ``y``: 0/1 (binary), 0..K-1 (multiclass with
+    ``n_classes = K``), values (regression). Trees stop at ``max_depth`` or where no split
+    leaves ``min_samples_leaf`` rows on both sides with a positive gain; leaf values are
+    ``-learning_rate * G / (H + l2)``. A single decision tree is ``n_estimators=1,
+    learning_rate=1``. ``seed`` picks the rows that place the bin edges when there are more
+    than ``BIN_SAMPLE_ROWS``. ``reducer`` (default ``Reducer(comm)``) makes every reduction.
+
+    ``on_tree(state)`` is called after every round (one tree, or K for multiclass) with the
+    complete resumable state: the model dict so far. ``start=state`` resumes from it (bin
+    edges and baseline included) and equals the uninterrupted fit bit for bit.
+    """
+    trees.check_arguments(X, task, n_classes, n_estimators, learning_rate, max_depth,
+                          min_samples_leaf, l2, max_bins, bin_sample_rows)
+    reducer = Reducer(comm) if reducer is None else reducer
+    layout = RowLayout(X, reducer.comm, row_offset, n_total, "fit_hgbt")
+    targets, error = None, None
+    try:
+        targets = trees.check_local_data(X, y, task, n_classes)
+    except ValueError as exc:
+        error = exc
+    raise_together(error, reducer.comm)
+    n_outputs = n_classes if task == "multiclass" else 1
+    if start is None:
+        edges, edge_offsets = bin_edges(X, layout, max_bins, seed, reducer.comm,
+                                        bin_sample_rows)
+        means = _exact_column_sums(trees.target_columns(targets, task, n_outputs),
+                                   layout.n_total, reducer) / layout.n_total
+        baseline, grown_trees = trees.baseline_scores(means, task), []
+    else:
+        edges, edge_offsets = np.asarray(start["bin_edges"]), np.asarray(start["edge_offsets"])
+        baseline = np.asarray(start["baseline"], dtype=np.float64)
+        grown_trees = trees.trees_of(start)
+        if trees.task_of(start) != task or baseline.shape != (n_outputs,):
+            raise ValueError(f"start is a {trees.task_of(start)} model with {baseline.size} "
+                             f"outputs; this fit is {task} with {n_outputs}")
+    binned = trees.bin_features(X, edges, edge_offsets)
+    n_bins = max(2, int(np.diff(edge_offsets).max(initial=0)) + 1)
+    raw = np.tile(baseline, (layout.n_local, 1))
+    trees.add_trees(raw, grown_trees, binned)
+    params = GrowthParams(max_depth, min_samples_leaf, float(l2), float(learning_rate))
+    for _round in range(len(grown_trees) // n_outputs, n_estimators):
+        quantized, scale = reducer.quantize_rows(trees.gradients(raw, targets, task),
+                                                 layout.n_total)
+        sums = reducer.sum(quantized.sum(axis=1))
+        totals = np.column_stack([sums[:n_outputs], sums[n_outputs:],
+                                  np.full(n_outputs, float(layout.n_total))])
+        grown, leaves = grow_round(binned, n_bins, quantized[:n_outputs], quantized[n_outputs:],
+                                   totals, scale[:n_outputs], scale[n_outputs:], params,
+                                   reducer.sum)
+        for output, tree in enumerate(grown):
+            split = tree["feature"] >= 0
+            tree["threshold"] = np.zeros(len(split))
+            tree["threshold"][split] = edges[edge_offsets[tree["feature"][split]]
+                                             + tree["threshold_bin"][split]]
+            raw[:, output] += tree["value"][leaves[output]]
+            grown_trees.append((output, tree))
+        if on_tree is not None:
+            on_tree(trees.model_arrays(task, baseline, edges, edge_offsets, grown_trees))
+    loss = reducer.sum_over_rows(
+        lambda lo, hi: np.array([trees.loss_sum(raw[lo:hi], targets[lo:hi], task)]),
+        layout.n_local, layout.n_total)
+    return HGBTResult(trees.model_arrays(task, baseline, edges, edge_offsets, grown_trees),
+                      len(grown_trees) // n_outputs, float(loss[0]) / layout.n_total)
+
+
+def run_boosting(run: RunContext, rows: RunData) -> Fitted:
+    """Boosted trees on ``rows`` as ``config.hgbt`` says, checkpointing after rounds."""
+    config = run.config
+    kind, cfg = config.model.kind, config.hgbt
+    task = "regression" if rows.task == "regression" else (
+        "binary" if rows.n_classes == 2 else "multiclass")
+    rounds = Rounds(run, identity(kind, rows))
+    result = fit_hgbt(rows.shard.X, rows.shard.y, task=task, n_classes=rows.n_classes,
+                      n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
+                      max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
+                      l2=cfg.l2, max_bins=cfg.max_bins, row_offset=rows.shard.start,
+                      n_total=rows.shard.n_total, seed=config.train.seed,
+                      start=rounds.start_state(), on_tree=rounds.after, reducer=run.reducer)
+    rounds.finish()
+    model = result.model
+    scores = (None if task == "regression"
+              else (lambda X: trees.predict_proba(model, X)))
+    final = evaluate(rows, lambda X: trees.predict(model, X), scores, run.reducer)
+    final["train_loss"] = result.train_loss
+    run.log({"step": result.n_rounds, "train_loss": result.train_loss, "test": final})
+    return Fitted(model, {}, result.n_rounds, metrics=final)

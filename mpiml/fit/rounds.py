@@ -1,0 +1,66 @@
+"""Checkpoints and stops for the loops that call back once per round (K-Means iterations,
+boosting rounds) with their complete resumable state.
+
+After every round :meth:`Rounds.after` beats the watchdog, fires a planned fault, agrees in one
+2-value reduction whether a stop signal arrived on any rank and whether a time-based checkpoint
+is due, and then rank 0 writes the state as a checkpoint (``state/*`` arrays); on a stop every
+rank exits with the reserved code. A resumed run passes the saved state back as the loop's
+``start`` and continues bit-identically on the same rank count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.run_rows import RunData
+from ..run.context import RunContext
+
+STATE = "state/"
+
+
+def identity(kind: str, rows: RunData, **more) -> dict:
+    """What a checkpoint must agree with to be resumed into this model."""
+    classes = [] if rows.classes is None else np.asarray(rows.classes).tolist()
+    return {"model_kind": kind, "n_features": int(rows.shard.n_features), "classes": classes,
+            **more}
+
+
+class Rounds:
+    """The per-round plumbing of one K-Means or boosting fit (see the module docstring)."""
+
+    def __init__(self, run: RunContext, identity: dict):
+        self.run, self.identity = run, identity
+        self.step = 0
+        self.state: dict | None = None
+
+    def start_state(self) -> dict | None:
+        """The saved state to resume from (0-d arrays back to Python numbers), or None."""
+        found = self.run.checkpoints.resume(self.run.resume, expected=self.identity)
+        if found is None:
+            return None
+        self.step = self.run.checkpoints.last_step = found.step
+        return {name[len(STATE):]: value.item() if value.ndim == 0 and name != STATE + "task"
+                else value for name, value in found.arrays.items() if name.startswith(STATE)}
+
+    def after(self, state: dict) -> None:
+        """Called by the loop after each round with its complete state."""
+        run = self.run
+        self.step += 1
+        self.state = state
+        run.beat(self.step)
+        run.inject("before_allreduce", self.step)
+        votes = run.agree()
+        if votes[0] > 0 or run.checkpoints.due(self.step, votes[1]):
+            self.save()
+        if votes[0] > 0:
+            run.stopped(self.step)
+
+    def save(self) -> None:
+        arrays = {STATE + name: np.asarray(value) for name, value in self.state.items()}
+        self.run.save_checkpoint(self.step, arrays, dict(self.identity, epoch=0, batch=0))
+
+    def finish(self) -> None:
+        """The final checkpoint (``checkpoint.at_end``), unless this round's is written."""
+        if (self.run.config.checkpoint.at_end and self.state is not None
+                and self.run.checkpoints.last_step != self.step):
+            self.save()

@@ -1,0 +1,58 @@
+"""A run's record: one JSON line per record in ``metrics.jsonl``, and a short line on stdout.
+
+Only rank 0 writes. Every rank holds a :class:`RunLog`; only the active one writes, and
+:meth:`RunLog.set_root` moves that role (after a shrink the new rank 0 continues the same file).
+Each stdout line is one ``write`` so that lines from several launchers do not interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+class RunLog:
+    """Append records to ``path`` (rank 0: ``active``), echoing them to stdout unless ``quiet``."""
+
+    def __init__(self, path: Path, active: bool, quiet: bool = False):
+        self.path, self.quiet = path, quiet
+        self.start = time.perf_counter()
+        self._file = open(path, "a") if active else None
+
+    def set_root(self, active: bool) -> None:
+        if active and self._file is None:
+            self._file = open(self.path, "a")
+
+    def __call__(self, record: dict) -> None:
+        if self._file is None:
+            return
+        record = {"time_s": round(time.perf_counter() - self.start, 4), **record}
+        self._file.write(json.dumps(record, default=str) + "\n")
+        self._file.flush()
+        if not self.quiet:
+            sys.stdout.write(_format(record) + "\n")
+            sys.stdout.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def no_log(record: dict) -> None:
+    """The log of a run that keeps no record (the estimators)."""
+
+
+def _format(record: dict) -> str:
+    parts = []
+    for key, value in record.items():
+        if isinstance(value, dict):
+            parts.extend(f"{key}.{k}={_short(v)}" for k, v in value.items())
+        elif key not in ("compute_s", "comm_s", "bytes_reduced"):
+            parts.append(f"{key}={_short(value)}")
+    return "  ".join(parts)
+
+
+def _short(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
