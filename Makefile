@@ -77,7 +77,7 @@ else
 	@echo "==> Slurm tests (tests/slurm) not run: $(SLURM_REASON)"
 endif
 	MPIML_SLURM_TESTS=$(MPIML_SLURM_TESTS) MPIML_SLURM_TESTS_REASON="$(SLURM_REASON)" \
-	MPIML_OMPI_PYTHON=$(CURDIR)/$(OMPI_VENV)/bin/python $(PY) -m pytest --fail-on-skip
+	MPIML_OMPI_PYTHON=$(CURDIR)/$(OMPI_VENV)/bin/python $(PY) -m pytest --fail-on-skip --durations=15
 
 test-slurm: $(STAMP)
 	@echo "==> Slurm tests on a local single-node Slurm (scripts/ci/local-slurm.sh; needs root)"

@@ -58,6 +58,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     for variable in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(variable, "1")
-    from ..comm import run_spmd
+    from ..comm.spmd import run_program
 
-    return run_spmd(lambda: predict(args.model, args.data, args.out, x=args.x))
+    return run_program(lambda: predict(args.model, args.data, args.out, x=args.x))

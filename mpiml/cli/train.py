@@ -10,7 +10,8 @@ SIGTERM and SIGUSR1 (Slurm time limits, preemption) make every rank stop at the 
 boundary; rank 0 writes a checkpoint and the job exits with 75. A restarted job resumes from the
 newest valid checkpoint (``--resume auto``, the default).
 
-Exit codes: 0 success, 1 error, 75 stopped on a signal after writing a checkpoint, 130
+Exit codes: 0 success (also "already finished": nothing to do), 1 error, 75 stopped on a signal
+after writing a checkpoint, 76 stopped on a signal with checkpoints disabled (nothing saved), 130
 interrupted.
 
 :func:`main` blocks the stop signals and pins BLAS to one thread per rank BEFORE numpy or MPI is
@@ -25,6 +26,9 @@ import os
 import sys
 
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: The least time ``MPI_Init`` is given before a rank leaves (it may take seconds on a loaded
+#: machine or a large job, whatever ``fault.stall_seconds`` says).
+MPI_INIT_SECONDS = 10.0
 
 
 def prepare_process():
@@ -47,12 +51,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="print the resolved config (defaults if no file) and exit")
     parser.add_argument("--quiet", action="store_true", help="no per-step lines on stdout")
     parser.add_argument("--resume", metavar="auto|never|PATH",
-                        help="resume from the newest valid checkpoint (auto, the default), start "
-                             "fresh (never), or resume from one checkpoint file")
+                        help="resume from the newest valid checkpoint of this run (auto, the "
+                             "default), start fresh (never), or resume from one checkpoint file")
+    parser.add_argument("--break-lock", action="store_true",
+                        help="take over output.dir even though another host's job holds its "
+                             "lock (only when that job is surely gone)")
     args = parser.parse_args(argv)
     if args.config is None and not args.print_config:
         parser.error("a config file is required (or --print-config)")
     return args
+
+
+def startup_stall_seconds(args) -> float | None:
+    """``fault.stall_seconds`` as this rank reads the config itself (rank 0's copy, broadcast
+    later, is the one the run uses); the default when the config cannot be read here."""
+    from .. import config
+
+    try:
+        return config.load(args.config, args.set).fault.stall_seconds
+    except Exception:  # noqa: BLE001 -- rank 0 reports the config's problems to every rank
+        return config.FaultConfig().stall_seconds
 
 
 def resolve_config(args, comm):
@@ -72,37 +90,65 @@ def train(args, comm=None, stop=None) -> int:
 
     from .. import config
     from ..comm import on_root, world
+    from ..files.atomic import atomic_text
     from ..files.model import save_model
-    from ..fit import fit_config
+    from ..fit import already_finished, fit_config
     from ..run import faults, open_run
     from ..run.launchcheck import check_launch
     from ..run.log import RunLog
+    from ..run.watchdog import StallWatchdog, deadline
 
-    if comm is None:  # the CLI's own job: COMM_WORLD must hold every rank the launcher started
-        check_launch(world().Get_size())
-    comm = world(comm)
-    started_with = comm.Get_size()
-    resolved = resolve_config(args, comm)
+    # Watch from MPI_Init on: a rank stopped (or, under ULFM, lost) now would hang the others.
+    # Until rank 0's config arrives, the patience is what this rank reads itself.
+    patience = startup_stall_seconds(args)
+    with deadline(None if patience is None else max(patience, MPI_INIT_SECONDS)):
+        world_size = world(comm).Get_size()  # MPI_Init, if MPI is not initialised yet
+    watchdog = None if patience is None else StallWatchdog(patience, comm)
+    try:
+        if comm is None:  # the CLI's job: COMM_WORLD must hold every rank the launcher started
+            check_launch(world_size)
+        comm = world(comm)
+        fault = faults.from_env()
+        if fault is not None and fault.due("start", 0, comm.Get_rank()):
+            fault.fire()
+        resolved = resolve_config(args, comm)
+    except BaseException:
+        if watchdog is not None:
+            watchdog.stop()
+        raise
     if stop is not None:
         stop.grace_seconds = resolved.fault.stop_grace_seconds
     out_dir = Path(resolved.output.dir)
-
-    def prepare_output():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(config.dump(resolved))
-
-    on_root(prepare_output, comm)
+    model_path = out_dir / "model.h5"
     log = RunLog(out_dir / "metrics.jsonl", active=comm.Get_rank() == 0, quiet=args.quiet)
+    started_with = comm.Get_size()
     try:
-        with open_run(resolved, comm, log=log, stop=stop, fault=faults.from_env(),
-                      resume=args.resume) as run:
+        with open_run(resolved, comm, log=log, stop=stop, fault=fault,
+                      resume=args.resume, watchdog=watchdog, output_dir=True,
+                      break_lock=args.break_lock) as run:
+            meta = run.checkpoints.peek(args.resume)
+            if already_finished(meta, resolved) and on_root(model_path.exists, comm):
+                if comm.Get_rank() == 0:
+                    sys.stdout.write(f"mpiml: the run in {out_dir} already finished at step "
+                                     f"{meta['step']}; nothing to do (raise train.epochs, "
+                                     "train.max_steps, kmeans.max_iter or hgbt.n_estimators "
+                                     "to continue it, or pass --resume never to start "
+                                     "afresh)\n")
+                return 0
+            on_root(lambda: atomic_text(out_dir / "config.yaml", config.dump(resolved)), comm)
             log({"event": "start", "ranks": comm.Get_size(), "model": resolved.model.kind,
                  "optimizer": resolved.optimizer.name, "mode": resolved.comm.mode})
             result = fit_config(run)
-            if result.comm.Get_rank() == 0:  # the final communicator: rank 0 may have died
-                save_model(out_dir / "model.h5", result.saved, config.dump(resolved))
+            run.beat(result.steps, phase="saving the model")
+            run.inject("final_save", result.steps)
+            # on the final communicator (rank 0 may have died under shrink); every rank learns
+            # whether the model was written
+            on_root(lambda: save_model(model_path, result.saved, config.dump(resolved)),
+                    result.comm, share=False)
             log({"event": "done", "steps": result.steps, "stopped_early": result.stopped_early,
-                 "test": result.metrics, "model": str(out_dir / "model.h5")})
+                 "test": result.metrics, "model": str(model_path)})
+            log.close()  # before the last (watched) barrier: every record is on disk
+            run.inject("finish", result.steps)
     finally:
         log.close()
         if stop is not None:
@@ -133,6 +179,6 @@ def main(argv=None) -> int:
             return 1
         return 0
     stop = prepare_process()
-    from ..comm import run_spmd
+    from ..comm.spmd import run_program
 
-    return run_spmd(lambda: train(args, stop=stop))
+    return run_program(lambda: train(args, stop=stop))

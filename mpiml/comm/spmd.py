@@ -13,11 +13,14 @@ normally with the code; aborting would let another rank kill rank 0 before its m
 
 from __future__ import annotations
 
+import faulthandler
+import os
 import sys
 import traceback
 from collections.abc import Callable
 
 from .collectives import rank_and_size, world
+from .ulfm import RankFailure, ulfm_available
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -55,6 +58,7 @@ def run_spmd(main: Callable[[], int | None], comm=None) -> int:
     aborted through ``comm.Abort(code)`` when it has more than one rank, and the process exits with
     the code when it runs alone.
     """
+    rank_died = False
     try:
         result = main()
         code = 0 if result is None else int(result)
@@ -67,6 +71,7 @@ def run_spmd(main: Callable[[], int | None], comm=None) -> int:
     except BaseException as exc:  # noqa: BLE001 -- the point is to catch everything
         rank, size = rank_and_size(comm)
         _report(exc, rank, size)
+        rank_died = isinstance(exc, RankFailure)
         if getattr(exc, "raised_on_all_ranks", False):
             sys.exit(EXIT_ERROR)
         code = EXIT_ERROR
@@ -76,5 +81,61 @@ def run_spmd(main: Callable[[], int | None], comm=None) -> int:
     sys.stderr.flush()
     comm = world(comm)
     if comm.Get_size() > 1:
-        comm.Abort(code)
+        abort(comm, code, rank_died=rank_died)
     sys.exit(code)
+
+
+#: Seconds a program mpiml owns waits in ``MPI_Finalize`` before it leaves by itself.
+FINALIZE_SECONDS = 10.0
+
+
+def run_program(main: Callable[[], int | None]) -> int:
+    """:func:`run_spmd` for a program mpiml owns (its commands), which then ends MPI itself.
+
+    MPICH's ``MPI_Finalize`` waits for every rank: a peer stopped or lost after the last
+    collective would hold this rank, and the launcher, forever. The program leaves with exit
+    status 1 (printing where it was) if finalising takes ``FINALIZE_SECONDS``; a library call
+    never finalises its caller's MPI."""
+    try:
+        return run_spmd(main)
+    finally:
+        finalize_within(FINALIZE_SECONDS)
+
+
+def finalize_within(seconds: float) -> None:
+    """``MPI_Finalize``, left with exit status 1 if it has not returned after ``seconds`` (the
+    timer is :mod:`faulthandler`'s: Finalize holds Python's interpreter lock)."""
+    if "mpi4py.MPI" not in sys.modules:
+        return
+    from mpi4py import MPI
+
+    if not MPI.Is_initialized() or MPI.Is_finalized():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    faulthandler.dump_traceback_later(seconds, exit=True)
+    try:
+        MPI.Finalize()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+#: Seconds after which a process whose ``MPI_Abort`` has not ended it leaves by itself.
+ABORT_GRACE_SECONDS = 10.0
+
+
+def abort(comm, code: int, rank_died: bool = False) -> None:
+    """End the job: ``comm.Abort(code)``; leave with exit status 1 if that has not ended this
+    process ``ABORT_GRACE_SECONDS`` later, printing where its threads were (the timer is
+    :mod:`faulthandler`'s, a C thread: it fires even while Abort holds Python's interpreter lock).
+
+    ``rank_died`` (a rank of the job is or may be dead) under ULFM: leave with ``code`` at once
+    instead. Open MPI's launcher, run with ``--with-ft ulfm``, was seen to hang for good after
+    MPI_Abort when a process had died (1 run in 15, every rank gone); when every process exits
+    with a code it ends the job and reports it (15 of 15)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if rank_died and ulfm_available():
+        os._exit(code)
+    faulthandler.dump_traceback_later(ABORT_GRACE_SECONDS, exit=True)
+    comm.Abort(code)

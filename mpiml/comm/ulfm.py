@@ -17,6 +17,8 @@ class RankFailure(RuntimeError):
     """A rank of the communicator died during a collective (ULFM: ERR_PROC_FAILED or the
     communicator was revoked by a rank that saw one). The survivors can :func:`shrink`."""
 
+    user_error = True  # an expected failure: its message says what happened, no traceback
+
 
 def mpi():
     """``mpi4py.MPI``, imported on first use so that ``import mpiml`` never initialises MPI."""
@@ -42,8 +44,8 @@ def translating_failures(function):
         except Exception as exc:
             MPI = mpi()
             if isinstance(exc, MPI.Exception) and exc.Get_error_class() in _failure_classes():
-                raise RankFailure(f"a rank died during {function.__name__} "
-                                  f"(MPI error class {exc.Get_error_class()})") from exc
+                raise RankFailure(f"a rank of the job died (MPI error class "
+                                  f"{exc.Get_error_class()} in {function.__name__})") from exc
             raise
 
     return wrapper

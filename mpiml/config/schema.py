@@ -148,8 +148,14 @@ class CheckpointConfig:
                                               "one (agreed by all ranks; null: off)")
     keep: int = knob(3, "checkpoints kept (the newest)")
     at_end: bool = knob(True, "write one when training ends")
-    resume: str = knob("auto", "auto (newest valid checkpoint, else a fresh start), never, "
-                               "or the path of a checkpoint file; `--resume` overrides it")
+    resume: str = knob("auto", "auto (the newest valid checkpoint of this run, else a fresh "
+                               "start), never (a fresh start: earlier checkpoints are set "
+                               "aside), or the path of a checkpoint file (a branch: newer "
+                               "checkpoints are set aside); `--resume` overrides it")
+    allow_data_change: bool = knob(False, "resume even though the training data differ from "
+                                          "the checkpoint's (rows, features or sampled content;"
+                                          " see docs/fault-tolerance.md); the position within "
+                                          "the epoch restarts")
 
 
 @dataclass(frozen=True)
@@ -269,7 +275,8 @@ RANGES = {
     ("fault", "check_every"): (1, None),
     ("fault", "stop_grace_seconds"): (0.0, None),
 }
-STRICTLY_POSITIVE = {("optimizer", "lr")}
+STRICTLY_POSITIVE = {("optimizer", "lr"), ("fault", "stall_seconds"),
+                     ("fault", "stop_grace_seconds")}
 SECTIONS = {
     "data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
     "train": TrainConfig, "comm": CommConfig, "kmeans": KMeansConfig, "hgbt": HGBTConfig,

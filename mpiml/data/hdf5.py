@@ -39,17 +39,19 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 
 def load_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
-               task: str | None = None, block_rows: int = 1) -> Shard:
+               task: str | None = None, block_rows: int = 1, progress=None) -> Shard:
     """Read this rank's rows of ``x`` (and ``y``) from the HDF5 file ``path``. Collective.
 
     ``dtype`` (float32 or float64) converts X while reading, slice by slice into one
     preallocated array, so two full copies never coexist. ``task`` maps labels (see
     :class:`Shard`); ``y=None`` loads no labels (K-Means). ``block_rows`` splits the rows in
-    whole blocks of that many rows (see :func:`row_range`). Every rank raises the same
-    :class:`DataError`, ``FileNotFoundError`` or ``OSError`` when the data are unusable.
+    whole blocks of that many rows (see :func:`row_range`). ``progress()``, when given, is
+    called after every slice read (e.g. to tell a stall watchdog the reading goes on). Every
+    rank raises the same :class:`DataError`, ``FileNotFoundError`` or ``OSError`` when the data
+    are unusable.
     """
-    with open_shard(path, comm, x=x, y=y, dtype=dtype, task=task,
-                    block_rows=block_rows) as lazy:
+    with open_shard(path, comm, x=x, y=y, dtype=dtype, task=task, block_rows=block_rows,
+                    progress=progress) as lazy:
         return lazy.load()
 
 
@@ -67,7 +69,7 @@ def iter_chunks(path, comm=None, x: str = "X", y: str | None = "y", chunk_rows: 
 
 
 def open_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
-               task: str | None = None, block_rows: int = 1) -> LazyShard:
+               task: str | None = None, block_rows: int = 1, progress=None) -> LazyShard:
     """Open this rank's rows of ``path`` without reading X yet. Collective.
 
     Checks the layout on every rank and this rank's labels (scanned in slices, not kept), agrees
@@ -79,7 +81,7 @@ def open_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
     rank, size = rank_and_size(comm)
     lazy, error, local_labels = None, None, None
     try:
-        lazy = LazyShard(path, comm, x, y, dtype, task, block_rows)
+        lazy = LazyShard(path, comm, x, y, dtype, task, block_rows, progress)
         lazy._open(rank, size)
         local_labels = lazy._scan_labels()
     except Exception as exc:  # every rank must learn of any rank's failure, whatever it is
@@ -103,7 +105,7 @@ class LazyShard:
     """
 
     def __init__(self, path, comm, x: str, y: str | None, dtype, task: str | None,
-                 block_rows: int = 1):
+                 block_rows: int = 1, progress=None):
         if dtype is not None and np.dtype(dtype) not in X_DTYPES:
             raise ValueError(f"dtype must be float32, float64 or None; got {dtype!r}")
         if task is not None and task not in TASKS:
@@ -116,6 +118,7 @@ class LazyShard:
         self.dtype = None if dtype is None else np.dtype(dtype)
         self.task = task
         self.block_rows = int(block_rows)
+        self.progress = progress
         self.classes: np.ndarray | None = None
         self._file = None
         self._y = None
@@ -407,8 +410,12 @@ class LazyShard:
         return scipy.sparse.csr_matrix((values, columns, local_pointers),
                                        shape=(hi - lo, self.n_features), copy=False)
 
+    @contextmanager
     def _reading(self, name: str, lo: int, hi: int):
-        return _naming_read_errors(self.path, name, lo, hi)
+        with _naming_read_errors(self.path, name, lo, hi):
+            yield
+        if self.progress is not None:
+            self.progress()
 
     # -- closing ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ rows a caller already holds in memory (the estimator API). Both are collective.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from ..comm import allgather_object, raise_together, rank_and_size
 from ..config import Config, ConfigError
 from ..models.scaling import apply_scaler
+from .fingerprint import file_fingerprint, rows_fingerprint
 from .hdf5 import load_shard
 from .scaling import fit_scaler
 from .shard import Shard
@@ -24,34 +25,38 @@ from .shard import Shard
 class RunData:
     """This rank's rows of a run: ``task`` is regression | binary | multiclass | unsupervised;
     ``classes`` the original labels of the class indices in ``shard.y``; ``scaler`` = (mean,
-    scale) already applied to ``shard`` and ``test``."""
+    scale) already applied to ``shard`` and ``test``; ``fingerprint`` identifies the training
+    data (:mod:`mpiml.data.fingerprint`), so that a resume can tell other data from these."""
 
     task: str
     shard: Shard
     test: Shard | None
     classes: np.ndarray | None
     scaler: tuple[np.ndarray, np.ndarray] | None
+    fingerprint: dict = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
         return 2 if self.classes is None else len(self.classes)
 
 
-def load_run_data(config: Config, reducer, task: str, scaler=None) -> RunData:
+def load_run_data(config: Config, reducer, task: str, scaler=None, progress=None) -> RunData:
     """This rank's training (and test) rows for ``task``, on ``reducer``'s communicator;
     collective. ``scaler`` = (mean, scale) applies a scaler already fitted (e.g. after the rows
-    were redistributed) instead of fitting one when ``data.standardize`` is set."""
+    were redistributed) instead of fitting one when ``data.standardize`` is set. ``progress()``
+    is called as the reading goes on (:func:`mpiml.data.load_shard`)."""
     cfg, comm = config.data, reducer.comm
     if not cfg.train:
         raise ConfigError("data.train is empty: give the HDF5 file to train on")
     labelled = task != "unsupervised"
     shard = load_shard(cfg.train, comm, x=cfg.x, y=cfg.y if labelled else None, dtype=cfg.dtype,
-                       task=task if labelled else None, block_rows=config.block_rows)
+                       task=task if labelled else None, block_rows=config.block_rows,
+                       progress=progress)
     test = None
     if cfg.test:
         test = load_shard(cfg.test, comm, x=cfg.test_x, y=cfg.test_y if labelled else None,
                           dtype=cfg.dtype, task="regression" if labelled else None,
-                          block_rows=config.block_rows)
+                          block_rows=config.block_rows, progress=progress)
         if test.n_features != shard.n_features:
             raise ConfigError(f"test set {cfg.test}:{cfg.test_x} has {test.n_features} "
                               f"features; the training set has {shard.n_features}")
@@ -63,7 +68,8 @@ def load_run_data(config: Config, reducer, task: str, scaler=None) -> RunData:
         for part in (shard, test):
             if part is not None:
                 apply_scaler(part.X, *scaler)
-    return RunData(task, shard, test, shard.classes, scaler)
+    fingerprint = file_fingerprint(cfg.train, cfg.x, cfg.y if labelled else None, comm)
+    return RunData(task, shard, test, shard.classes, scaler, fingerprint)
 
 
 def from_arrays(X, y, reducer, task: str, standardize: bool = False,
@@ -128,11 +134,12 @@ def from_arrays(X, y, reducer, task: str, standardize: bool = False,
         labels = np.asarray(y, dtype=np.float64)
     shard = Shard(X, labels, start, start + X.shape[0], n_total, X.shape[1], classes,
                   None if task == "unsupervised" else task)
+    fingerprint = rows_fingerprint(X, labels, start, n_total, comm)
     scaler = None
     if standardize:
         scaler = fit_scaler(shard.X, reducer, n_total)
         apply_scaler(shard.X, *scaler)
-    return RunData(task, shard, None, classes, scaler)
+    return RunData(task, shard, None, classes, scaler, fingerprint)
 
 
 def _map_labels(raw: np.ndarray, classes: np.ndarray, path, comm) -> np.ndarray:

@@ -1,10 +1,11 @@
 """Durable, atomic file writes: every file mpiml writes appears complete or not at all.
 
-:func:`atomic_hdf5` writes under a temporary name unique to this process in the target's
-directory, closes the file (HDF5 rewrites its superblock on close), fsyncs it, renames it over
-the final name (atomic on POSIX) and fsyncs the directory, so the rename itself survives a crash.
-A reader therefore sees the old file or the new one, never a partial file under a final name;
-a writer killed half-way leaves only a temporary file, which :func:`stale_temporaries` finds.
+:func:`atomic_hdf5` (and :func:`atomic_text`) write under a temporary name unique to this
+process in the target's directory, close the file (HDF5 rewrites its superblock on close), fsync
+it, rename it over the final name (atomic on POSIX) and fsync the directory, so the rename itself
+survives a crash. A reader therefore sees the old file or the new one, never a partial file under
+a final name; a writer killed half-way leaves only a temporary file, which
+:func:`stale_temporaries` finds (a run removes those of dead writers when it starts).
 """
 
 from __future__ import annotations
@@ -50,11 +51,30 @@ def atomic_hdf5(path) -> Iterator[h5py.File]:
     try:
         with h5py.File(temporary, "w") as handle:
             yield handle
-        fsync_path(temporary)
-        os.replace(temporary, final)
-        fsync_path(final.parent)
+        _commit(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def atomic_text(path, text: str) -> Path:
+    """Write ``text`` to ``path`` the same way (temporary file, fsync, rename, directory
+    fsync); returns the path."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_name(final)
+    try:
+        temporary.write_text(text)
+        _commit(temporary, final)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return final
+
+
+def _commit(temporary: Path, final: Path) -> None:
+    """The closed ``temporary`` becomes ``final``, durably."""
+    fsync_path(temporary)
+    os.replace(temporary, final)
+    fsync_path(final.parent)
 
 
 def stale_temporaries(directory) -> list[Path]:

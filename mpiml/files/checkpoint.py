@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,26 +78,55 @@ def save(directory, checkpoint: Checkpoint, keep: int | None = None, fault=None)
         out.attrs["meta"] = json.dumps(meta, sort_keys=True)
         out.attrs["sha256"] = _digest(checkpoint.arrays, meta)
     if keep is not None:
-        others = [p for p in list_checkpoints(directory) if p != final]
-        for old in others[:max(len(others) - (keep - 1), 0)]:
+        mine = [p for p in list_checkpoints(directory)
+                if p != final and lineage_of(p) == meta.get("lineage")]
+        for old in mine[:max(len(mine) - (keep - 1), 0)]:
             old.unlink(missing_ok=True)
     return final
 
 
-def set_aside(directory) -> Path | None:
-    """Move every checkpoint in ``directory`` into a new ``replaced-<UTC time>/`` subdirectory
-    (a fresh start in a directory that holds another run's checkpoints: nothing is deleted, and
-    a later ``--resume auto`` cannot pick up the old run). Returns that subdirectory, if any."""
-    found = list_checkpoints(directory)
+def set_aside(directory, paths: list[Path] | None = None) -> Path | None:
+    """Move ``paths`` (default: every checkpoint in ``directory``) into a new subdirectory
+    ``replaced-<UTC time>-<random>/`` of its own -- nothing is deleted, and a later ``--resume
+    auto`` cannot pick them up. Returns that subdirectory, or None when there was nothing to
+    move."""
+    found = list_checkpoints(directory) if paths is None else list(paths)
     if not found:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = Path(directory) / f"replaced-{stamp}"
-    target.mkdir(exist_ok=True)
+    while True:
+        target = Path(directory) / f"replaced-{stamp}-{secrets.token_hex(3)}"
+        try:
+            target.mkdir()
+            break
+        except FileExistsError:
+            continue
     for path in found:
         os.replace(path, target / path.name)
+    fsync_path(target)
     fsync_path(Path(directory))
     return target
+
+
+def step_of(path: Path) -> int:
+    """The step in a checkpoint's file name."""
+    return int(_NAME.match(Path(path).name).group(1))
+
+
+def read_meta(path) -> dict | None:
+    """A checkpoint's metadata without reading its arrays or checking its checksum (None if it
+    cannot be read): to sort checkpoints by run before loading one."""
+    try:
+        with h5py.File(path, "r") as src:
+            return json.loads(src.attrs["meta"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def lineage_of(path) -> str | None:
+    """The lineage (run identity) a checkpoint belongs to, from its metadata."""
+    meta = read_meta(path)
+    return None if meta is None else meta.get("lineage")
 
 
 def list_checkpoints(directory) -> list[Path]:
@@ -134,11 +164,17 @@ def load(path) -> Checkpoint:
     return Checkpoint(int(meta["step"]), arrays, meta)
 
 
-def latest_valid(directory) -> tuple[Checkpoint | None, Path | None, list[str]]:
+def latest_valid(directory, lineage: str | None = None
+                 ) -> tuple[Checkpoint | None, Path | None, list[str]]:
     """The newest checkpoint in ``directory`` that loads and verifies, its path, and one message
-    per newer file that was skipped (corrupt, truncated...)."""
+    per newer file that was skipped (corrupt, truncated...). With ``lineage``, only that run's
+    checkpoints are considered (the others are not skipped: they belong to other runs)."""
     skipped = []
     for path in reversed(list_checkpoints(directory)):
+        if lineage is not None:
+            meta = read_meta(path)
+            if meta is not None and meta.get("lineage") != lineage:
+                continue
         try:
             return load(path), path, skipped
         except CheckpointError as exc:

@@ -12,7 +12,12 @@ from ..models.kinds import KINDS
 from ..run.context import RunContext
 from .result import FitResult, Fitted, result_of
 
-__all__ = ["FitResult", "Fitted", "fit", "fit_config", "train"]
+__all__ = ["FitResult", "Fitted", "already_finished", "fit", "fit_config", "train"]
+
+#: The config values that bound each loop: raising one continues a finished run.
+_LIMITS = {"first_order": ("train.epochs", "train.max_steps"), "lbfgs": ("train.max_steps",),
+           "kmeans": ("kmeans.max_iter",), "hgbt": ("hgbt.n_estimators",)}
+_UNLIMITED = {"train.max_steps": {"first_order": float("inf"), "lbfgs": 500}}
 
 
 def fit(run: RunContext, rows: RunData) -> FitResult:
@@ -43,10 +48,44 @@ def fit(run: RunContext, rows: RunData) -> FitResult:
     return result_of(kind, rows, fitted, run.comm)
 
 
+def _loop(config) -> str:
+    family = KINDS[config.model.kind].family
+    if family in ("kmeans", "hgbt"):
+        return family
+    return "lbfgs" if config.optimizer.name == "lbfgs" else "first_order"
+
+
+def already_finished(meta: dict | None, config) -> bool:
+    """Whether the run that saved a checkpoint with metadata ``meta`` already did all that
+    ``config`` asks: it finished (its final checkpoint) and either stopped early (converged,
+    early stopping) or no limit of its loop (epochs, steps, iterations, trees) was raised."""
+    import yaml
+
+    if not meta or not meta.get("finished"):
+        return False
+    if meta.get("stopped_early"):
+        return True
+    loop = _loop(config)
+    saved, now = yaml.safe_load(meta.get("config", "")) or {}, config.to_dict()
+
+    def value(values, dotted):
+        section, key = dotted.split(".")
+        found = values.get(section, {}).get(key)
+        return _UNLIMITED.get(dotted, {}).get(loop) if found is None else found
+
+    return all(value(now, key) <= value(saved, key) for key in _LIMITS[loop])
+
+
 def fit_config(run: RunContext) -> FitResult:
     """Load this rank's rows of ``run.config.data`` and :func:`fit` on them; collective."""
     task = KINDS[run.config.model.kind].task
-    return fit(run, load_run_data(run.config, run.reducer, task))
+
+    def reading():
+        run.beat(0, phase="loading the data")
+
+    reading()
+    run.inject("load", 0)
+    return fit(run, load_run_data(run.config, run.reducer, task, progress=reading))
 
 
 def train(config, comm=None) -> FitResult:

@@ -26,6 +26,8 @@ def fit_first_order(problem: GradientProblem) -> Fitted:
     optimizer = problem.optimizer()
     state = optimizer.init(problem.params)
     progress, pending_sums = problem.restore(state)
+    progress.finished = progress.stopped_early or progress.epoch >= cfg.epochs or bool(
+        cfg.max_steps and progress.step >= cfg.max_steps)  # a larger limit continues the run
     step = make_step(problem, optimizer, state, pending_sums)
     while not progress.finished:
         if run.survival is not None:

@@ -287,11 +287,18 @@ class GradientProblem:
     def restore(self, state: dict) -> tuple[Progress, np.ndarray | None]:
         """Resume from a checkpoint if there is one: parameters and optimizer ``state`` (filled
         in place), the loop position, and overlap mode's reduction in flight."""
-        found = self.run.checkpoints.resume(self.run.resume, expected=self.identity())
+        checkpoints = self.run.checkpoints
+        self.run.beat(0, phase="reading the checkpoint")
+        found = checkpoints.resume(self.run.resume, expected=self.identity(),
+                                   data=self.rows.fingerprint)
         if found is None:
             return Progress(), None
         self.params = np.array(found.arrays["params"], dtype=np.float64)
         for name in state:
             state[name] = np.array(found.arrays[f"opt/{name}"])
-        self.run.checkpoints.last_step = found.step
-        return Progress.restore(found), found.arrays.get("pending")
+        checkpoints.last_step = found.step
+        progress, pending = Progress.restore(found), found.arrays.get("pending")
+        if checkpoints.data_changed:  # other rows: the saved position in the epoch means nothing
+            progress.batch, pending = 0, None
+            progress.epoch_loss[:] = 0.0
+        return progress, pending

@@ -315,7 +315,7 @@ def run_kmeans(run: RunContext, rows: RunData) -> Fitted:
     """K-Means on ``rows`` as ``config.kmeans`` says, checkpointing after iterations."""
     config = run.config
     cfg = config.kmeans
-    rounds = Rounds(run, identity("kmeans", rows))
+    rounds = Rounds(run, rows, identity("kmeans", rows))
     result = fit_kmeans(rows.shard.X, cfg.n_clusters, max_iter=cfg.max_iter, tol=cfg.tol,
                         seed=config.train.seed, batch_size=cfg.batch_size,
                         start=rounds.start_state(), on_iteration=rounds.after,

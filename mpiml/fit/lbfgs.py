@@ -43,16 +43,18 @@ def fit_lbfgs(problem: GradientProblem) -> Fitted:
             run.stopped(progress.step)
 
     cfg = run.config
-    iterations = (cfg.train.max_steps or DEFAULT_LBFGS_ITERATIONS) - progress.step
-    if iterations > 0 and not progress.finished:
+    limit = cfg.train.max_steps or DEFAULT_LBFGS_ITERATIONS
+    iterations = limit - progress.step
+    if iterations > 0 and not progress.stopped_early:  # converged stays converged
         result = lbfgs(objective, problem.params.copy(), max_iter=iterations,
                        tol=cfg.optimizer.tol, history=cfg.optimizer.history,
                        callback=on_iteration)
         problem.params = np.ascontiguousarray(result.x, dtype=np.float64)
+        progress.stopped_early = progress.step < limit  # converged before the limit
         run.log({"step": progress.step, "loss": float(result.fun), "lbfgs": result.message,
                  "evaluations": int(result.nfev), **problem.clock_record()})
     progress.finished = True
-    if cfg.checkpoint.at_end:
+    if cfg.checkpoint.at_end and run.checkpoints.last_step != progress.step:
         problem.checkpoint(progress, optimizer_state)
     return Fitted({"params": problem.params}, problem.model.options(), progress.step, 1,
                   problem.evaluate())

@@ -28,14 +28,16 @@ def identity(kind: str, rows: RunData, **more) -> dict:
 class Rounds:
     """The per-round plumbing of one K-Means or boosting fit (see the module docstring)."""
 
-    def __init__(self, run: RunContext, identity: dict):
-        self.run, self.identity = run, identity
+    def __init__(self, run: RunContext, rows: RunData, identity: dict):
+        self.run, self.rows, self.identity = run, rows, identity
         self.step = 0
         self.state: dict | None = None
 
     def start_state(self) -> dict | None:
         """The saved state to resume from (0-d arrays back to Python numbers), or None."""
-        found = self.run.checkpoints.resume(self.run.resume, expected=self.identity)
+        self.run.beat(0, phase="reading the checkpoint")
+        found = self.run.checkpoints.resume(self.run.resume, expected=self.identity,
+                                            data=self.rows.fingerprint)
         if found is None:
             return None
         self.step = self.run.checkpoints.last_step = found.step
@@ -55,12 +57,14 @@ class Rounds:
         if votes[0] > 0:
             run.stopped(self.step)
 
-    def save(self) -> None:
+    def save(self, finished: bool = False) -> None:
         arrays = {STATE + name: np.asarray(value) for name, value in self.state.items()}
-        self.run.save_checkpoint(self.step, arrays, dict(self.identity, epoch=0, batch=0))
+        converged = bool(self.state.get("converged", False))
+        self.run.save_checkpoint(self.step, arrays, dict(
+            self.identity, epoch=0, batch=0, finished=finished,
+            stopped_early=finished and converged))
 
     def finish(self) -> None:
-        """The final checkpoint (``checkpoint.at_end``), unless this round's is written."""
-        if (self.run.config.checkpoint.at_end and self.state is not None
-                and self.run.checkpoints.last_step != self.step):
-            self.save()
+        """The final checkpoint (``checkpoint.at_end``), marked finished, when rounds ran."""
+        if self.run.config.checkpoint.at_end and self.state is not None:
+            self.save(finished=True)

@@ -11,16 +11,20 @@ never test for a missing watchdog or fault plan themselves.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
-from ..comm import Reducer, world
+from ..comm import Reducer, allgather_object, on_root, world
 from ..comm.ulfm import fault_tolerant, ulfm_available
 from ..config import Config
+from ..files.atomic import stale_temporaries
 from .checkpoints import Checkpoints
-from .exits import EXIT_STOPPED, StoppedAfterCheckpoint
+from .exits import EXIT_STOPPED, EXIT_STOPPED_UNSAVED, StoppedAfterCheckpoint
+from .lock import RunLock
 from .log import no_log
 from .shrink import Survival
 from .watchdog import StallWatchdog
@@ -40,6 +44,7 @@ class RunContext:
         self.checkpoints = Checkpoints(config, comm, log, fault)
         self.survival: Survival | None = None
         self.watchdog: StallWatchdog | None = None
+        self.locks: list[RunLock] = []
 
     @property
     def rank(self) -> int:
@@ -47,10 +52,11 @@ class RunContext:
 
     # -- the points a loop calls ------------------------------------------------------------------
 
-    def beat(self, step: int, in_collective: bool = False) -> None:
-        """Progress for the stall watchdog (``in_collective``: just before a collective)."""
+    def beat(self, step: int, in_collective: bool = False, phase: str = "") -> None:
+        """Progress for the stall watchdog (``in_collective``: just before a collective;
+        ``phase`` names a start-up phase in its message)."""
         if self.watchdog is not None:
-            self.watchdog.beat(step, in_collective)
+            self.watchdog.beat(step, in_collective, phase)
 
     @contextmanager
     def collective(self, step: int) -> Iterator[None]:
@@ -84,11 +90,14 @@ class RunContext:
         self.inject("after_checkpoint", step)
 
     def stopped(self, step: int) -> None:
-        """End the run after the agreed stop: a checkpoint of ``step`` has been written."""
+        """End the run after the agreed stop of ``step``: exit 75 when its checkpoint has been
+        written, 76 when checkpoints are disabled (nothing was saved)."""
+        saved = self.checkpoints.enabled
+        names = allgather_object(getattr(self.stop, "signal_name", "") or "", self.comm)
         self.log({"event": "stopped", "step": step,
-                  "signal": getattr(self.stop, "signal_name", ""),
-                  "checkpoint": str(self.checkpoints.directory)})
-        raise StoppedAfterCheckpoint(EXIT_STOPPED)
+                  "signal": next((name for name in names if name), ""),
+                  "checkpoint": str(self.checkpoints.directory) if saved else None})
+        raise StoppedAfterCheckpoint(EXIT_STOPPED if saved else EXIT_STOPPED_UNSAVED)
 
     def replace_comm(self, comm) -> None:
         """Carry on on ``comm`` (the survivors' communicator after a shrink)."""
@@ -104,36 +113,99 @@ class RunContext:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
+        for lock in self.locks:  # local (rank 0's files), on every exit path
+            lock.release()
         if self.watchdog is None:
             return
-        if exc_type is None:
+        if exc_type is None and self.survival is None:
             self.watchdog.close()  # collective: frees the heartbeat communicator
         else:
             self.watchdog.stop()   # local: other ranks may be gone or elsewhere
         self.watchdog = None
 
+    def _lock(self, directories: list[Path], cleaned: list[Path], break_lock: bool) -> None:
+        """Rank 0 locks the run's ``directories`` and removes temporary files of dead writers
+        from ``cleaned``, before anything is written or moved; a refusal is raised on every
+        rank."""
+
+        def take():
+            notes = []
+            for directory in directories:
+                lock = RunLock(directory)
+                note = lock.acquire(break_lock)
+                self.locks.append(lock)
+                if note:
+                    notes.append({"event": "lock_taken_over", "directory": str(directory),
+                                  "note": note})
+            for directory in cleaned:
+                stale = stale_temporaries(directory)
+                for path in stale:
+                    path.unlink(missing_ok=True)
+                if stale:
+                    notes.append({"event": "stale_temporaries_removed",
+                                  "files": [str(p) for p in stale]})
+            return notes
+
+        try:
+            notes = on_root(take, self.comm, share=False) or []
+        except BaseException:
+            for lock in self.locks:
+                lock.release()
+            raise
+        for note in notes:
+            self.log(note)
+
 
 def open_run(config: Config, comm=None, *, log: Callable[[dict], None] = no_log, stop=None,
-             fault=None, resume: str | None = None) -> RunContext:
+             fault=None, resume: str | None = None, watchdog: StallWatchdog | None = None,
+             output_dir: bool = False, break_lock: bool = False) -> RunContext:
     """Build the context of one fit of ``config`` on ``comm`` (default COMM_WORLD). Collective.
 
     ``log``: where records go (:class:`mpiml.run.log.RunLog`; default none). ``stop``: the
     :class:`mpiml.run.signals.StopRequests` fed by SIGTERM/SIGUSR1. ``fault``: a
     :class:`mpiml.run.faults.FaultPlan` to inject. ``resume`` overrides ``checkpoint.resume``.
-    With ``fault.mode: shrink`` the run uses a fault-tolerant duplicate of ``comm`` when the MPI
-    library has ULFM, and says so and keeps the restart behaviour otherwise. The stall watchdog
-    runs when ``fault.stall_seconds`` is set, except while ULFM survival handles dead ranks.
+
+    Rank 0 first locks the run's directories -- ``output.dir`` when ``output_dir`` (the CLI),
+    and the checkpoint directory when checkpoints are on -- so that two jobs never share one
+    (:mod:`mpiml.run.lock`; ``break_lock`` takes over a lock held from another host).
+
+    The stall watchdog runs when ``fault.stall_seconds`` is set (``watchdog``: one the caller
+    started earlier, before any collective). With ``fault.mode: shrink`` the run uses a
+    fault-tolerant duplicate of ``comm`` when the MPI library has ULFM (the watchdog then only
+    aborts a rank that stops progressing, naming none), and says so and keeps the restart
+    behaviour otherwise.
     """
     comm = world(comm)
-    shrinking = config.fault.mode == "shrink"
-    if shrinking and not ulfm_available():
-        log({"event": "shrink_unavailable", "fallback": "restart",
-             "reason": "fault.mode shrink needs Open MPI started with `mpirun --with-ft ulfm`"})
-        shrinking = False
+    seconds = config.fault.stall_seconds
+    if watchdog is not None and seconds is None:
+        watchdog.stop()
+        watchdog = None
+    elif watchdog is None and seconds is not None:
+        watchdog = StallWatchdog(seconds, comm)
+    if watchdog is not None:
+        watchdog.seconds = seconds
+    shrinking = config.fault.mode == "shrink" and ulfm_available()
     run = RunContext(config, fault_tolerant(comm) if shrinking else comm, log, stop=stop,
                      fault=fault, resume=resume)
-    if shrinking:
-        run.survival = Survival(run)
-    elif config.fault.stall_seconds is not None:
-        run.watchdog = StallWatchdog(config.fault.stall_seconds, comm)
+    run.watchdog = watchdog
+    try:
+        directories = [Path(config.output.dir)] if output_dir else []
+        checkpoints = run.checkpoints.directory
+        cleaned = list(directories)
+        if run.checkpoints.enabled:
+            cleaned.append(checkpoints)
+            if not any(checkpoints.resolve().is_relative_to(d.resolve()) for d in directories):
+                directories.append(checkpoints)
+        run._lock(directories, cleaned, break_lock)
+        if config.fault.mode == "shrink" and not shrinking:
+            log({"event": "shrink_unavailable", "fallback": "restart",
+                 "reason": "fault.mode shrink needs Open MPI started with "
+                           "`mpirun --with-ft ulfm`"})
+        if shrinking:
+            run.survival = Survival(run)
+        elif watchdog is not None:
+            watchdog.attach_channel()
+    except BaseException:
+        run.__exit__(*sys.exc_info())
+        raise
     return run

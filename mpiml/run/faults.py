@@ -2,14 +2,18 @@
 
     MPIML_FAULT="rank=1,step=37,at=before_allreduce,action=kill"
 
-``at``: ``before_allreduce`` (in step ``step``, before its allreduce; K-Means and boosted trees:
-after iteration or round ``step``, before the allreduce that follows it), ``during_checkpoint``
-(half-way through writing the checkpoint of step ``step``; rank 0 writes, so use rank=0) or
-``after_checkpoint``. ``action``: ``kill`` (SIGKILL itself), ``raise`` (an exception), ``hang``
-(stop making progress, for the stall watchdog), ``nan`` (poison this rank's gradient, for the
-non-finite guard) or ``diverge`` (perturb this rank's replica, for the replica check). ``rank``
-defaults to 0 and is the process's rank when the job started (ranks renumber after a shrink).
-A fault fires at most once per process. Several faults: separate them with ``;``.
+``at``: ``start`` (as the job starts, before the config is read; step 0), ``load`` (before the
+data are read; step 0), ``before_allreduce`` (in step ``step``, before its allreduce; K-Means
+and boosted trees: after iteration or round ``step``, before the allreduce that follows it),
+``during_checkpoint`` (half-way through writing the checkpoint of step ``step``; rank 0 writes,
+so use rank=0), ``after_checkpoint``, ``final_save`` (before the model file is written;
+``step`` = the steps done) or ``finish`` (the CLI: after the last record is logged, before the
+last barrier). ``action``: ``kill`` (SIGKILL itself), ``raise`` (an exception), ``hang`` (stop
+making progress, for the stall watchdog), ``stop`` (SIGSTOP itself: frozen, watchdog and all),
+``nan`` (poison this rank's gradient,
+for the non-finite guard) or ``diverge`` (perturb this rank's replica, for the replica check).
+``rank`` defaults to 0 and is the process's rank when the job started (ranks renumber after a
+shrink). A fault fires at most once per process. Several faults: separate them with ``;``.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import time
 from dataclasses import dataclass
 
 ENV_VAR = "MPIML_FAULT"
-POINTS = ("before_allreduce", "during_checkpoint", "after_checkpoint")
-ACTIONS = ("kill", "raise", "hang", "nan", "diverge")
+POINTS = ("start", "load", "before_allreduce", "during_checkpoint", "after_checkpoint",
+          "final_save", "finish")
+ACTIONS = ("kill", "raise", "hang", "stop", "nan", "diverge")
 
 
 class InjectedFault(RuntimeError):
@@ -47,6 +52,8 @@ class Fault:
         if self.action == "raise":
             raise InjectedFault(f"injected fault at {self.at} of step {self.step} on rank "
                                 f"{self.rank} ({ENV_VAR})")
+        if self.action == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
         if self.action == "hang":
             while True:
                 time.sleep(3600)

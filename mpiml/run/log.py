@@ -14,20 +14,22 @@ from pathlib import Path
 
 
 class RunLog:
-    """Append records to ``path`` (rank 0: ``active``), echoing them to stdout unless ``quiet``."""
+    """Append records to ``path`` (rank 0: ``active``), echoing them to stdout unless ``quiet``.
+    The file is opened at the first record, so creating the log writes nothing."""
 
     def __init__(self, path: Path, active: bool, quiet: bool = False):
-        self.path, self.quiet = path, quiet
+        self.path, self.quiet, self.active = path, quiet, active
         self.start = time.perf_counter()
-        self._file = open(path, "a") if active else None
+        self._file = None
 
     def set_root(self, active: bool) -> None:
-        if active and self._file is None:
-            self._file = open(self.path, "a")
+        self.active = self.active or active
 
     def __call__(self, record: dict) -> None:
-        if self._file is None:
+        if not self.active:
             return
+        if self._file is None:
+            self._file = open(self.path, "a")
         record = {"time_s": round(time.perf_counter() - self.start, 4), **record}
         self._file.write(json.dumps(record, default=str) + "\n")
         self._file.flush()
@@ -38,6 +40,7 @@ class RunLog:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
 
 
 def no_log(record: dict) -> None:

@@ -1,42 +1,77 @@
-"""Stall watchdog: abort the job, naming the late ranks, when training stops making progress.
+"""Stall watchdog: abort the job, naming the late ranks, when the run stops making progress.
 
 A stalled rank (stopped by SIGSTOP, stuck in I/O, deadlocked) leaves every other rank blocked in
-its next collective, forever. Each rank runs a thread that aborts the job if its own step counter
-has not moved for ``seconds``. To say *which* ranks are late, every rank's thread sends its step
-to rank 0 now and then (:class:`mpiml.comm.heartbeat.HeartbeatChannel`); rank 0's thread names the
-ranks it stopped hearing from, that are behind the others' step, or that are still computing
-while the others wait inside a collective. Other ranks wait a little longer before they abort
-themselves, so that rank 0's message normally comes first (if rank 0 stalled, they abort).
+its next collective, forever; so does, under ULFM, a rank that died before the survivors could
+shrink. Each rank runs a thread that aborts the job if its own progress has not moved for
+``seconds``. The thread starts before any collective of the run (it needs none), so the whole
+run is covered, from reading the config to the final save; the loops beat it every step, the
+start-up phases as they go.
+
+To say *which* ranks are late, every rank's thread sends its step to rank 0 now and then over a
+heartbeat channel (:class:`mpiml.comm.heartbeat.HeartbeatChannel`, attached once the run is set
+up); rank 0's thread names the ranks it stopped hearing from, that are behind the others' step,
+or that are still computing while the others wait inside a collective. Other ranks wait a little
+longer before they abort themselves, so that rank 0's message normally comes first.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from ..comm import rank_and_size
+from ..comm import rank_and_size, world
 from ..comm.heartbeat import HeartbeatChannel
+from ..comm.spmd import abort
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Leave this process with exit status 1, after printing where every thread was, if the
+    block takes longer than ``seconds``.
+
+    For ``MPI_Init``: it runs while importing ``mpi4py.MPI`` and holds Python's interpreter lock,
+    so no watchdog thread can run; a rank waiting there for a peer that died never returns.
+    :func:`faulthandler.dump_traceback_later` needs no interpreter lock. An exit status, unlike
+    death by a signal, makes every launcher report the failure (Open MPI with ULFM ignores
+    processes killed by signals)."""
+    if seconds is None:
+        yield
+        return
+    faulthandler.dump_traceback_later(seconds, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 class StallWatchdog:
-    """Call :meth:`beat` at every step (``in_collective=True`` just before a collective); the
-    job is aborted if beats stop for ``seconds``. It arms itself at the first beat, so loading
-    data or a checkpoint before the first step never counts as a stall."""
+    """Call :meth:`beat` as the run progresses (``in_collective=True`` just before a
+    collective); the job is aborted if beats stop for ``seconds``. Local: creating it is not a
+    collective (:meth:`attach_channel` is)."""
 
     def __init__(self, seconds: float, comm=None):
         self.seconds = float(seconds)
-        self.channel = HeartbeatChannel(comm)
-        self.rank, self.size = rank_and_size(comm)
-        self._step, self._in_collective, self._armed = 0, False, False
-        self._last_beat = time.monotonic()
+        self.comm = world(comm)
+        self.channel: HeartbeatChannel | None = None
+        self.rank, self.size = rank_and_size(self.comm)
         self._heard = {rank: (0, False, time.monotonic()) for rank in range(self.size)}
+        self._step, self._in_collective, self._phase = 0, False, "start-up"
+        self._last_beat = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="mpiml-watchdog", daemon=True)
         self._thread.start()
 
-    def beat(self, step: int, in_collective: bool = False) -> None:
-        self._step, self._in_collective, self._armed = step, in_collective, True
+    def attach_channel(self) -> None:
+        """Start the heartbeats that let rank 0 name late ranks. Collective (a ``Dup``)."""
+        self.channel = HeartbeatChannel(self.comm)
+
+    def beat(self, step: int, in_collective: bool = False, phase: str = "") -> None:
+        self._step, self._in_collective = step, in_collective
+        self._phase = phase or f"step {step}"
         self._last_beat = time.monotonic()
 
     def stop(self) -> None:
@@ -45,21 +80,33 @@ class StallWatchdog:
         self._thread.join()
 
     def close(self) -> None:
-        """Stop watching and free the heartbeat communicator (collective: the success path)."""
+        """Finish: a last barrier, still watched, then stop watching and free the heartbeat
+        communicator (collective when one is attached: the success path). Without the watched
+        barrier a rank stopped while finishing its writes would leave the others' launcher
+        waiting for it forever."""
+        if self.channel is not None:
+            self.beat(self._step, in_collective=True, phase="finishing")
+            self.comm.Barrier()
         self.stop()
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
 
     def _watch(self) -> None:
         interval = max(min(self.seconds / 8, 5.0), 0.05)
-        patience = self.seconds if self.rank == 0 else self.seconds * 1.25 + 2 * interval
         while not self._stop.wait(interval):
-            self.channel.send((self._step, self._in_collective))
             now = time.monotonic()
-            for rank, (step, waiting) in self.channel.receive().items():
-                self._heard[rank] = (step, waiting, now)
+            channel = self.channel
+            if channel is not None:
+                channel.send((self._step, self._in_collective))
+                for rank, (step, waiting) in channel.receive().items():
+                    self._heard[rank] = (step, waiting, now)
             self._heard[self.rank] = (self._step, self._in_collective, self._last_beat)
+            patience = self.seconds
+            if self.rank != 0 and channel is not None:
+                patience = self.seconds * 1.25 + 2 * interval  # let rank 0 name the late ones
             stalled_for = now - self._last_beat
-            if self._armed and stalled_for >= patience:
+            if stalled_for >= patience:
                 self._abort(stalled_for, now)
 
     def _late_ranks(self, now: float) -> str:
@@ -78,10 +125,11 @@ class StallWatchdog:
 
     def _abort(self, stalled_for: float, now: float) -> None:
         message = (f"mpiml: error: stall watchdog: rank {self.rank} made no progress for "
-                   f"{stalled_for:.0f} s after step {self._step} (fault.stall_seconds="
+                   f"{stalled_for:.0f} s in {self._phase} (fault.stall_seconds="
                    f"{self.seconds:g})")
-        if self.rank == 0 and self.size > 1:
+        if self.rank == 0 and self.size > 1 and self.channel is not None:
             message += "; " + self._late_ranks(now)
         sys.stderr.write(message + "; aborting the job\n")
         sys.stderr.flush()
-        self.channel.abort(1)
+        # a stall may be a peer that died (ULFM does not always report one): leave accordingly
+        abort(self.channel.comm if self.channel is not None else self.comm, 1, rank_died=True)

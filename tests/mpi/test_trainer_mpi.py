@@ -36,7 +36,7 @@ def problem_file(comm, mpi_tmp_path):
     return write
 
 
-NO_CHECKPOINTS = {"every_seconds": None, "at_end": False, "resume": "never"}
+NO_CHECKPOINTS = {"enabled": False}
 
 
 def fit(path, communicator, **sections):

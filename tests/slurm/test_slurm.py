@@ -236,9 +236,12 @@ def test_train_sbatch_trains_to_completion_under_mpiexec(slurm, data_file, tmp_p
     assert f"{RANKS} ranks via mpiexec" in log.read_text()
 
 
+@pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
 def test_warning_signal_checkpoints_requeues_and_resumes_bit_identically(slurm, data_file,
-                                                                          tmp_path, reference):
-    job_id, out_dir, log = train_job(slurm, tmp_path, "requeued", data_file, LONG)
+                                                                          tmp_path, reference,
+                                                                          launcher):
+    job_id, out_dir, log = train_job(slurm, tmp_path, "requeued", data_file, LONG,
+                                     env={"MPIML_LAUNCHER": launcher})
     slurm.wait_for_file_text(out_dir / "metrics.jsonl", '"loss"', 2, timeout=60, job_id=job_id)
     # What `#SBATCH --signal=USR1@120` does before the time limit: USR1 to the ranks of the steps
     slurm.run(["scancel", "--signal=USR1", job_id])
@@ -260,6 +263,48 @@ def test_warning_signal_checkpoints_requeues_and_resumes_bit_identically(slurm, 
     got, want = params(out_dir), params(reference_dir)
     assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), (
         f"max difference {np.abs(got - want).max():.3g}")
+
+
+@pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
+def test_the_time_limit_warning_reaches_every_rank_under_both_launchers(slurm, data_file,
+                                                                        tmp_path, launcher):
+    """The real `--signal=USR1@T` path (not scancel): Slurm's time-limit warning reaches the
+    ranks whether srun or mpiexec (hydra, whose proxies srun starts) launched them, and they
+    stop with a checkpoint (exit 75; MAX_RESTARTS=0 keeps it from requeueing)."""
+    out_dir, log = tmp_path / launcher, tmp_path / f"{launcher}.out"
+    endless = ["train.epochs=100000", "train.batch_size=32", "train.log_every=1000",
+               "checkpoint.every_steps=null", "checkpoint.every_seconds=null"]
+    job_id = slurm.sbatch("train.sbatch", sets(data_file, out_dir, endless),
+                          options=[f"--output={log}", f"--ntasks-per-node={RANKS}", "--time=1",
+                                   "--signal=USR1@55"],
+                          env={"MPIML_LAUNCHER": launcher, "MAX_RESTARTS": "0"})
+    (record,) = slurm.wait(job_id, timeout=150)
+    text = log.read_text()
+    assert field_of(record, "ExitCode") == "75:0", (record, text)
+    assert "training exited with 75" in text and "not requeueing" in text, text
+    stopped = events(out_dir, "stopped")
+    assert len(stopped) == 1 and stopped[0]["signal"] == "SIGUSR1", stopped
+    found = out_dir / "checkpoints" / f"ckpt-{stopped[0]['step']:010d}.h5"
+    assert found.is_file(), sorted(p.name for p in (out_dir / "checkpoints").iterdir())
+
+
+def test_the_same_script_submitted_twice_leaves_the_first_job_alone(slurm, data_file, tmp_path):
+    """docs/slurm.md: the second of two identical submissions fails at once on the run
+    directory's lock, naming the first job, and the first finishes as if alone."""
+    options = [f"--output={tmp_path}/twice-%j.out", "--ntasks-per-node=1"]  # both fit at once
+    overrides = sets(data_file, tmp_path / "twice", LONG)
+    first = slurm.sbatch("train.sbatch", overrides, options=options)
+    slurm.wait_for_file_text(tmp_path / "twice" / "metrics.jsonl", '"loss"', 1, timeout=60,
+                             job_id=first)
+    second = slurm.sbatch("train.sbatch", overrides, options=options)
+    (late,) = slurm.wait(second, timeout=120)
+    text = (tmp_path / f"twice-{second}.out").read_text()
+    assert field_of(late, "JobState") == "FAILED", (late, text)
+    assert f"is in use by another run (Slurm job {first}," in text, text
+    (early,) = slurm.wait(first, timeout=240)
+    assert field_of(early, "JobState") == "COMPLETED", early
+    assert len(events(tmp_path / "twice", "start")) == 1
+    assert records(tmp_path / "twice")[-1]["event"] == "done"
 
 
 def test_crashing_rank_fails_the_job_within_seconds(slurm, data_file, tmp_path):
