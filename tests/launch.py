@@ -75,6 +75,6 @@ def run(argv: list[str], timeout: float, env: dict[str, str] | None = None,
 
 
 def run_mpi(nprocs: int, args: list[str], timeout: float = 120, mpi: str = "mpich",
-            env: dict[str, str] | None = None) -> Job:
+            env: dict[str, str] | None = None, cwd: Path | None = None) -> Job:
     """``mpiexec -n nprocs python ARGS...`` with a hard timeout."""
-    return run(launcher(nprocs, mpi) + args, timeout=timeout, env=env)
+    return run(launcher(nprocs, mpi) + args, timeout=timeout, env=env, cwd=cwd)

@@ -57,6 +57,46 @@ def test_bad_configs_are_rejected_with_key_and_value(tmp_path, text, message):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(("written", "key", "value"), [
+    ("optimizer: {lr: 1e-3}", ("optimizer", "lr"), 0.001),
+    ("optimizer: {lr: 1E-3}", ("optimizer", "lr"), 0.001),
+    ("optimizer: {lr: 2.5e+3}", ("optimizer", "lr"), 2500.0),
+    ("optimizer: {lr: -1e-3}", ("model", "alpha"), None),
+    ("train: {epochs: 1e6}", ("train", "epochs"), 1_000_000),
+    ("train: {epochs: 1E6}", ("train", "epochs"), 1_000_000),
+    ("train: {batch_size: 1_000}", ("train", "batch_size"), 1000),
+    ("model: {alpha: 5e0}", ("model", "alpha"), 5.0),
+])
+def test_numbers_are_read_as_users_write_them(tmp_path, written, key, value):
+    """Bug: PyYAML reads YAML 1.1, where 1e-3 without a dot is a string: `lr: 1e-3` and
+    `epochs: 1e6` were rejected as "must be a number/integer; got '1e-3'"."""
+    section, name = key
+    if value is None:  # a negative lr is read as a number, then refused for its range
+        with pytest.raises(ConfigError, match="optimizer.lr must be greater than 0; got -0.001"):
+            config.load(write(tmp_path, written))
+        return
+    loaded = config.load(write(tmp_path, written))
+    assert getattr(getattr(loaded, section), name) == value
+    assert type(getattr(getattr(loaded, section), name)) is type(value)
+    override = written.split("{")[1].rstrip("}").replace(": ", "=")
+    from_set = config.load(None, [f"{section}.{override}"])
+    assert getattr(getattr(from_set, section), name) == value
+
+
+def test_an_error_names_the_file_and_line_or_the_set_argument(tmp_path):
+    """Bug: a bad value given with --set was blamed on the file ("... in e.yaml")."""
+    path = write(tmp_path, "model: {kind: logistic}\ntrain:\n  seed: 1\n  epochs: 1.5\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value) == f"train.epochs must be an integer; got 1.5 ({path}, line 4)"
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, "train: {epochs: 3}"), ["optimizer.lr=fast"])
+    assert str(info.value) == ("optimizer.lr must be a number; got 'fast' "
+                               "(--set optimizer.lr=fast)")
+    with pytest.raises(ConfigError, match=r"c.yaml, line 3 is not valid YAML"):
+        config.load(write(tmp_path, "train:\n  epochs: 3\n  - 4\n"))
+
+
 def test_missing_and_invalid_yaml_files_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file .*nope.yaml"):
         config.load(tmp_path / "nope.yaml")

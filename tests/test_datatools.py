@@ -172,9 +172,9 @@ def test_libsvm_details(tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("1 1:2 1:3\n", "line 1: feature indices must be sorted and unique"),
-    ("1 1:2\n0 2:x\n", "line 2: '2:x' is not index:value"),
+    ("1 1:2\n0 2:x\n", "line 2: value 'x' of feature 2 is not a number"),
     ("1,2 1:2\n", "line 1: label '1,2' is not a number"),
-    ("1 1.5:2\n", "line 1: feature index 1.5 is not an integer"),
+    ("1 1.5:2\n", "line 1: feature index '1.5' is not an integer"),
     ("1 -1:2\n", "line 1: negative feature index -1"),
     ("\n# nothing\n", "no data rows"),
 ])

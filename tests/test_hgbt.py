@@ -173,3 +173,23 @@ def test_bad_arguments_are_named(bad, match):
     arguments = {"X": rng.normal(size=(30, 2)), "y": rng.integers(0, 2, 30), **bad}
     with pytest.raises(ValueError, match=match):
         fit_hgbt(comm=SELF, **arguments)
+
+
+def test_the_bin_edge_sample_is_bounded_in_bytes(monkeypatch):
+    """Issue 16: the bin-edge sample was bounded in rows only: 200,000 rows x d float64 went to
+    every rank (3.2 GB per rank at d = 2,000)."""
+    from mpiml.fit import boosting
+    from mpiml.fit.layout import RowLayout
+
+    gathered = []
+
+    def recording_allgather(values, comm):
+        gathered.append(values.nbytes)
+        return [values]
+
+    monkeypatch.setattr(boosting, "allgather_object", recording_allgather)
+    monkeypatch.setattr(boosting, "BIN_SAMPLE_BYTES", 8 * 50 * 300)  # 300 rows of 50 features
+    X = np.random.default_rng(0).standard_normal((2000, 50))
+    layout = RowLayout(X, MPI.COMM_WORLD, 0, 2000, "test")
+    edges, offsets = boosting.bin_edges(X, layout, 32, 0, MPI.COMM_WORLD)
+    assert gathered == [8 * 50 * 300] and len(offsets) == 51

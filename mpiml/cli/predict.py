@@ -16,6 +16,7 @@ from .train import BLAS_THREAD_VARIABLES
 
 def predict(model_path, data_path, out_path, x: str = "X", comm=None) -> None:
     """Predict every row of ``data_path`` with the model at ``model_path``; rank 0 writes."""
+    import h5py
     import numpy as np
 
     from ..comm import gather_rows, on_root, raise_together, world
@@ -39,7 +40,11 @@ def predict(model_path, data_path, out_path, x: str = "X", comm=None) -> None:
 
     def write():
         with atomic_hdf5(out_path) as out:
-            out.create_dataset("prediction", data=predicted)
+            if predicted.dtype.kind in "OUS":  # string class labels: HDF5 variable strings
+                out.create_dataset("prediction", data=predicted.astype(str).astype(object),
+                                   dtype=h5py.string_dtype())
+            else:
+                out.create_dataset("prediction", data=predicted)
             if proba is not None:
                 out.create_dataset("proba", data=proba)
             out.attrs.update(model=str(model_path), data=str(data_path), x=x, kind=saved.kind)

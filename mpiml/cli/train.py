@@ -135,9 +135,15 @@ def train(args, comm=None, stop=None) -> int:
                                      "to continue it, or pass --resume never to start "
                                      "afresh)\n")
                 return 0
-            on_root(lambda: atomic_text(out_dir / "config.yaml", config.dump(resolved)), comm)
-            log({"event": "start", "ranks": comm.Get_size(), "model": resolved.model.kind,
-                 "optimizer": resolved.optimizer.name, "mode": resolved.comm.mode})
+
+            def started():  # once the data are read and the resume is decided: bad data or a
+                # refused checkpoint leave the run directory as it was
+                on_root(lambda: atomic_text(out_dir / "config.yaml", config.dump(resolved)),
+                        comm)
+                log({"event": "start", "ranks": comm.Get_size(), "model": resolved.model.kind,
+                     "optimizer": resolved.optimizer.name, "mode": resolved.comm.mode})
+
+            run.checkpoints.on_start.append(started)
             result = fit_config(run)
             run.beat(result.steps, phase="saving the model")
             run.inject("final_save", result.steps)

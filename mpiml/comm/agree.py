@@ -7,6 +7,7 @@ on every rank of ``comm``.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -34,28 +35,43 @@ def any_true(flag: bool, comm=None) -> bool:
 
 
 @translating_failures
-def raise_together(error: BaseException | None, comm=None) -> None:
-    """If any rank passes an error, every rank raises one naming the first such rank.
+def raise_together(error: BaseException | None, comm=None, name_rank: bool = True) -> None:
+    """If any rank passes an error, every rank raises one naming the first such rank (or, with
+    ``name_rank=False``, for work only one rank does, not naming it).
 
     The error keeps its type when that type can be rebuilt from a message, else it becomes a
     CollectiveError. One allgather of a small object.
     """
     comm = world(comm)
-    mine = None if error is None else (type(error), str(error))
+    # one line: some libraries' messages (scikit-learn's) span several
+    mine = None if error is None else (type(error), " ".join(
+        line.strip() for line in str(error).splitlines() if line.strip()))
     reports = comm.allgather(mine)
     for rank, report in enumerate(reports):
         if report is None:
             continue
         cls, message = report
-        text = message if comm.Get_size() == 1 else f"rank {rank}: {message}"
-        try:
-            exc = cls(text)
-        except Exception:
-            exc = CollectiveError(f"{cls.__name__}: {text}")
+        text = message if comm.Get_size() == 1 or not name_rank else f"rank {rank}: {message}"
+        exc = _rebuilt(cls, text)
         mark_raised_together(exc)
         if error is not None and rank == comm.Get_rank():
             raise exc from error
         raise exc
+
+
+def _rebuilt(cls: type, text: str) -> BaseException:
+    """``cls(text)``, or the nearest base class that can be built from a message (so that
+    ``except ValueError`` still catches, e.g., a JSONDecodeError raised on another rank)."""
+    for base in cls.__mro__:
+        if base in (BaseException, object):
+            break
+        try:
+            error = base(text if base is cls else f"{cls.__name__}: {text}")
+        except Exception:  # noqa: BLE001, S112 -- needs other arguments: try its base
+            continue
+        if isinstance(error, Exception):
+            return error
+    return CollectiveError(f"{cls.__name__}: {text}")
 
 
 def agree_on_error(error: BaseException | None, comm=None) -> None:
@@ -73,11 +89,16 @@ def on_root(task: Callable[[], T], comm=None, root: int = 0, share: bool = True)
     ``root`` only (None elsewhere: for results the caller sends its own way, e.g. large arrays).
     """
     comm = world(comm)
-    result, error = None, None
+    result, payload, error = None, None, None
     if comm.Get_rank() == root:
         try:
             result = task()
+            if share and comm.Get_size() > 1:  # a result that cannot be sent fails here too
+                payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 -- every rank must learn of any failure
             error = exc
-    raise_together(error, comm)
-    return broadcast_object(result, comm, root=root) if share else result
+    raise_together(error, comm, name_rank=False)
+    if not share or comm.Get_size() == 1:
+        return result
+    payload = broadcast_object(payload, comm, root=root)
+    return result if comm.Get_rank() == root else pickle.loads(payload)  # noqa: S301

@@ -264,10 +264,14 @@ def gather_rows(local: np.ndarray, comm=None, root: int = 0) -> np.ndarray | Non
     """Concatenate every rank's rows (1-D or 2-D C-contiguous array) on ``root``, in rank order.
 
     Returns the stacked array on ``root`` and None elsewhere. For results sized like the data's
-    row count (predictions), not for the data itself.
+    row count (predictions), not for the data itself. Arrays MPI has no datatype for (strings,
+    objects: class labels) are gathered as pickled objects.
     """
     comm = world(comm)
     local = np.ascontiguousarray(local)
+    if local.dtype.kind in "OUS":
+        parts = comm.gather(local, root=root)
+        return None if parts is None else np.concatenate(parts)
     counts = comm.allgather(local.size)
     shapes = comm.allgather(local.shape[1:])
     if len(set(shapes)) != 1:

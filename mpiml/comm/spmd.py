@@ -39,13 +39,14 @@ def _report(exc: BaseException, rank: int, size: int) -> None:
     """One message per failure: errors every rank raised together are printed by rank 0 only.
 
     Those (bad config, bad data, a checkpoint that cannot be used...) and launch mistakes name
-    what is wrong in their message, so they print without a traceback; any other exception is a
-    bug or an unexpected failure and prints its traceback too."""
+    what is wrong in their message, so they print without a traceback (unless ``MPIML_DEBUG=1``);
+    any other exception is a bug or an unexpected failure and prints its traceback too."""
     together = getattr(exc, "raised_on_all_ranks", False)
     if together and rank != 0:
         return
     where = "" if size == 1 or together else f"rank {rank} of {size}: "
-    expected = together or getattr(exc, "user_error", False)
+    debug = os.environ.get("MPIML_DEBUG", "") not in ("", "0")
+    expected = (together or getattr(exc, "user_error", False)) and not debug
     text = "" if expected else "".join(traceback.format_exception(exc))
     sys.stderr.write(f"{text}mpiml: error: {where}{type(exc).__name__}: {exc}\n")
     sys.stderr.flush()

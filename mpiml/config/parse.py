@@ -2,9 +2,11 @@
 :class:`~mpiml.config.schema.Config`.
 
 Unknown keys are rejected with the nearest valid name; types and ranges are checked with
-messages that name the key and the value. ``--set section.key=value`` overrides are parsed as
-YAML scalars and checked the same way. Derived values (reproducible mode's ``train.block_rows``)
-are resolved here, once.
+messages that name the key, the value and where it came from (the file and line, or the ``--set``
+argument). ``--set section.key=value`` overrides are parsed as YAML scalars and checked the same
+way. Numbers are read as users write them: YAML 1.1 (PyYAML) reads ``1e-3`` as a string, this
+reader as a number (as YAML 1.2 does); an integer setting takes an integral number (``1e6``).
+Derived values (reproducible mode's ``train.block_rows``) are resolved here, once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,39 @@ from .schema import CHOICES, RANGES, RESUME_LOCKED, SECTIONS, STRICTLY_POSITIVE,
 
 class ConfigError(ValueError):
     """A configuration value or key is not valid; the message names the key and the value."""
+
+    user_error = True  # printed as one line: the message says what to change
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading exponents without a dot (``1e-3``, ``1E6``) as numbers."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str):
+    """``text`` as YAML, with numbers read as users write them (see the module docstring)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _value_lines(text: str) -> dict[tuple[str, str], int]:
+    """(section, key) -> the 1-based line of its value in the YAML ``text``; (section, "") ->
+    the line of the section's name."""
+    lines = {}
+    root = yaml.compose(text, Loader=_Loader)
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for section_node, values in root.value:
+        lines[(str(section_node.value), "")] = section_node.start_mark.line + 1
+        if isinstance(values, yaml.MappingNode):
+            for key_node, value_node in values.value:
+                lines[(str(section_node.value), str(key_node.value))] = (
+                    value_node.start_mark.line + 1)
+    return lines
 
 
 def _unknown(kind: str, name: str, valid) -> ConfigError:
@@ -49,6 +85,8 @@ def _coerce(section: str, key: str, value, type_text: str):
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false; got {value!r}")
     elif base == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 1e6 epochs
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where} must be an integer; got {value!r}")
     elif base == "float":
@@ -82,29 +120,49 @@ def _coerce(section: str, key: str, value, type_text: str):
     return value
 
 
-def from_dict(raw: dict | None) -> Config:
-    """Build a checked Config from nested dicts (missing keys take their defaults)."""
+def from_dict(raw: dict | None, sources: dict[tuple[str, str], str] | None = None) -> Config:
+    """Build a checked Config from nested dicts (missing keys take their defaults).
+
+    ``sources``: (section, key) -> where the value was written ("c.yaml, line 4", "--set
+    optimizer.lr=x"), named in the message when that value is rejected."""
     raw = {} if raw is None else raw
+    sources = sources or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping of sections; got {type(raw).__name__}")
     sections = {}
     for name, values in raw.items():
+        where = sources.get((name, ""))
         if name not in SECTIONS:
-            raise _unknown("section", str(name), SECTIONS)
+            error = _unknown("section", str(name), SECTIONS)
+            raise error if where is None else _located(f"{error} ({where})")
         if values is None:
             values = {}
         if not isinstance(values, dict):
-            raise ConfigError(f"section {name!r} must be a mapping; got {values!r}")
+            message = f"section {name!r} must be a mapping; got {values!r}"
+            raise ConfigError(message) if where is None else _located(f"{message} ({where})")
         types = _field_types(SECTIONS[name])
         checked = {}
         for key, value in values.items():
-            if key not in types:
-                raise _unknown(f"key in section {name!r}:", str(key), types)
-            checked[key] = _coerce(name, key, value, types[key])
+            try:
+                if key not in types:
+                    raise _unknown(f"key in section {name!r}:", str(key), types)
+                checked[key] = _coerce(name, key, value, types[key])
+            except ConfigError as exc:
+                source = sources.get((name, key))
+                if source is None:
+                    raise
+                raise _located(f"{exc} ({source})") from None
         sections[name] = SECTIONS[name](**checked)
     config = Config(**sections)
     _check_consistency(config)
     return _resolve(config)
+
+
+def _located(message: str) -> ConfigError:
+    """A ConfigError whose message already says where the value came from."""
+    error = ConfigError(message)
+    error.located = True
+    return error
 
 
 def resume_conflicts(saved: dict, current: Config) -> list[str]:
@@ -177,15 +235,17 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise ConfigError(f"--set expects section.key=value; got {text!r}")
     section, key = path.split(".")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = read_yaml(value_text) if value_text.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {path}: cannot parse value {value_text!r}: {exc}") from None
+        raise ConfigError(f"--set {path}: cannot parse value {value_text!r}: "
+                          f"{str(exc).splitlines()[0]}") from None
     return section, key, value
 
 
 def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read a YAML config file (or start from defaults) and apply ``--set`` overrides."""
     raw: dict = {}
+    sources: dict[tuple[str, str], str] = {}
     if path is not None:
         path = Path(path)
         try:
@@ -193,22 +253,30 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = read_yaml(text) or {}
+            lines = _value_lines(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            where = getattr(exc, "problem_mark", None)
+            line = f", line {where.line + 1}" if where is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path}{line} is not valid YAML: {problem}") from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections")
+            raise ConfigError(f"config file {path} must hold a mapping of sections; got "
+                              f"{type(raw).__name__}")
+        sources = {item: f"{path}, line {line}" for item, line in lines.items()}
     for text in overrides:
         section, key, value = parse_override(text)
+        sources[(section, key)] = f"--set {text}"
         section_values = raw.setdefault(section, {})
         if not isinstance(section_values, dict):
             raise ConfigError(f"section {section!r} must be a mapping")
         section_values[key] = value
     try:
-        return from_dict(raw)
+        return from_dict(raw, sources)
     except ConfigError as exc:
-        where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"{exc}{where}") from None
+        if getattr(exc, "located", False) or path is None:
+            raise
+        raise ConfigError(f"{exc} in {path}") from None
 
 
 def dump(config: Config) -> str:

@@ -19,7 +19,12 @@ def reference_markdown() -> str:
              "Generated from `mpiml/config/schema.py` by `python -m mpiml.config`; a test",
              "fails when this file is out of date. Unknown keys are rejected with the nearest",
              "valid name.",
-             "Override any value on the command line with `--set section.key=value`.", ""]
+             "Override any value on the command line with `--set section.key=value`.", "",
+             "Numbers are read as you write them: `1e-3`, `1E6`, `2.5e+3` and `1_000` are",
+             "numbers (PyYAML alone, reading YAML 1.1, takes `1e-3` for a string); an integer",
+             "setting takes an integral number (`epochs: 1e6`) and refuses `1.5`. The same holds",
+             "for `--set` values. A rejected value is named with where it came from: the file and",
+             "line (`c.yaml, line 4`) or the `--set` argument.", ""]
     for section, cls in SECTIONS.items():
         lines += [f"## `{section}`", "", cls.__doc__.strip(), "",
                   "| key | default | allowed | meaning |", "|---|---|---|---|"]

@@ -24,17 +24,24 @@ import h5py
 import numpy as np
 import scipy.sparse
 
-from ..comm import agree_on_error, allgather_object, rank_and_size, world
+from ..comm import agree_on_error, allgather_object, mark_raised_together, rank_and_size, world
+from .scan import (
+    SCAN_VALUES,
+    X_DTYPES,
+    available_bytes,
+    contents,
+    first_nonfinite,
+    first_out_of_range,
+    read_dtype,
+    shown_value,
+)
 from .shard import CLASSIFICATION_TASKS, TASKS, DataError, MissingDataError, Shard, row_range
 
 CSR_MEMBERS = ("data", "indices", "indptr")
-X_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: Bytes of X per HDF5 read and per default chunk of :meth:`LazyShard.chunks`: large enough for
 #: full disk bandwidth, small enough that every temporary beside the shard stays a few MB.
 CHUNK_BYTES = 16 << 20
-#: Values per slice when scanning for NaN/Inf or reading labels, bounding the temporary masks.
-_SCAN_VALUES = 1 << 18
 _INT32_MAX = np.iinfo(np.int32).max
 
 
@@ -137,7 +144,7 @@ class LazyShard:
         node = self._file.get(self.x_name)
         if node is None:
             raise MissingDataError(f"{self.path}: no data set '{self.x_name}'; "
-                                   f"{_contents(self._file)}")
+                                   f"{contents(self._file)}")
         if isinstance(node, h5py.Group):
             self._open_csr(node)
         elif isinstance(node, h5py.Dataset):
@@ -159,6 +166,26 @@ class LazyShard:
                             f"every rank needs at least one block (run with at most {n_blocks} "
                             "ranks, or use smaller blocks: train.block_rows)")
         self.start, self.stop = row_range(self.n_total, rank, size, self.block_rows)
+        self._check_memory()
+
+    def _check_memory(self) -> None:
+        """Refuse, before anything is allocated, a declared size this rank cannot hold: its
+        dense rows, or (any layout) one float64 vector per feature, as every model keeps."""
+        available = available_bytes()
+        if available is None:
+            return
+        itemsize = (self.dtype or np.dtype(np.float64)).itemsize
+        wanted = [(self.n_features * 8, f"a model over its {self.n_features} features")]
+        if not self.sparse:
+            wanted.append(((self.stop - self.start) * self.n_features * itemsize,
+                           f"this rank's {self.stop - self.start} rows x {self.n_features} "
+                           "features"))
+        for size, what in wanted:
+            if size > available:
+                raise DataError(f"{self.path}: '{self.x_name}' is too large to hold: {what} "
+                                f"needs {size / 2**30:.3g} GiB; this host has "
+                                f"{available / 2**30:.3g} GiB available (use more ranks or "
+                                "hosts, or check the file's declared shape)")
 
     def _open_dense(self, dataset: h5py.Dataset) -> None:
         where = f"{self.path}: data set '{self.x_name}'"
@@ -170,7 +197,7 @@ class LazyShard:
         self._X = dataset
         self.n_total, self.n_features = (int(n) for n in dataset.shape)
         self._check_features(where)
-        self.dtype = self.dtype or _read_dtype(dataset.dtype)
+        self.dtype = self.dtype or read_dtype(dataset.dtype)
 
     def _open_csr(self, group: h5py.Group) -> None:
         where = f"{self.path}: CSR group '{self.x_name}'"
@@ -208,14 +235,14 @@ class LazyShard:
         self.sparse = True
         self._csr = (data, indices, indptr)
         self._nnz = nnz
-        self.dtype = self.dtype or _read_dtype(data.dtype)
+        self.dtype = self.dtype or read_dtype(data.dtype)
 
     def _open_labels(self) -> h5py.Dataset:
         node = self._file.get(self.y_name)
         where = f"{self.path}: data set '{self.y_name}'"
         if node is None:
             raise MissingDataError(f"{self.path}: no label data set '{self.y_name}' (pass y=None "
-                                   f"for unlabelled data); {_contents(self._file)}")
+                                   f"for unlabelled data); {contents(self._file)}")
         if not isinstance(node, h5py.Dataset) or node.ndim != 1:
             shape = getattr(node, "shape", "a group")
             raise DataError(f"{where} must be 1-D (one label per row); it is {shape}")
@@ -244,10 +271,10 @@ class LazyShard:
             return None
         classify = self.task in CLASSIFICATION_TASKS
         distinct = []
-        for lo in range(self.start, self.stop, _SCAN_VALUES):
-            labels = self._read_labels(lo, min(self.stop, lo + _SCAN_VALUES))
+        for lo in range(self.start, self.stop, SCAN_VALUES):
+            labels = self._read_labels(lo, min(self.stop, lo + SCAN_VALUES))
             if labels.dtype.kind == "f":
-                bad = _first_nonfinite(labels)
+                bad = first_nonfinite(labels)
                 if bad >= 0:
                     raise DataError(f"{self.path}: data set '{self.y_name}' holds {labels[bad]} "
                                     f"at global row {lo + bad} (labels must be finite)")
@@ -274,11 +301,13 @@ class LazyShard:
         where = f"{self.path}: data set '{self.y_name}'"
         shown = ", ".join(str(c) for c in classes[:10]) + (", ..." if len(classes) > 10 else "")
         if self.task == "binary" and len(classes) != 2:
-            raise DataError(f"{where}: task 'binary' needs exactly 2 distinct labels; found "
-                            f"{len(classes)}: {shown}")
+            raise mark_raised_together(DataError(
+                f"{where}: task 'binary' needs exactly 2 distinct labels; found {len(classes)}: "
+                f"{shown}"))
         if self.task == "multiclass" and len(classes) < 2:
-            raise DataError(f"{where}: task 'multiclass' needs at least 2 distinct labels; found "
-                            f"{len(classes)}: {shown}")
+            raise mark_raised_together(DataError(
+                f"{where}: task 'multiclass' needs at least 2 distinct labels; found "
+                f"{len(classes)}: {shown}"))
         return classes
 
     # -- reading ------------------------------------------------------------------------------
@@ -340,8 +369,8 @@ class LazyShard:
         else:
             dtype = self._y.dtype
         out = np.empty(hi - lo, dtype=dtype)
-        for begin in range(lo, hi, _SCAN_VALUES):
-            end = min(hi, begin + _SCAN_VALUES)
+        for begin in range(lo, hi, SCAN_VALUES):
+            end = min(hi, begin + SCAN_VALUES)
             labels = self._read_labels(begin, end)
             if self.classes is not None:
                 labels = np.searchsorted(self.classes, labels)
@@ -364,12 +393,13 @@ class LazyShard:
             part = out[begin - lo:end - lo]
             with self._reading(self.x_name, begin, end):
                 self._X.read_direct(part, np.s_[begin:end])
-            bad = _first_nonfinite(part)
+            bad = first_nonfinite(part)
             if bad >= 0:
                 row, column = divmod(bad, self.n_features)
+                stored = self._X[begin + row, column]
                 raise DataError(f"{self.path}: data set '{self.x_name}' holds "
-                                f"{part[row, column]} at global row {begin + row}, column "
-                                f"{column} (every value must be finite)")
+                                f"{shown_value(stored, part[row, column])} at global row "
+                                f"{begin + row}, column {column} (every value must be finite)")
         return out
 
     def _read_csr(self, lo: int, hi: int) -> scipy.sparse.csr_matrix:
@@ -397,14 +427,15 @@ class LazyShard:
             with self._reading(f"{self.x_name}/data", lo, hi):
                 data.read_direct(values, np.s_[first:last])
                 indices.read_direct(columns, np.s_[first:last])
-        bad = _first_nonfinite(values)
-        out_of_range = _first_out_of_range(columns, self.n_features)
+        bad = first_nonfinite(values)
+        out_of_range = first_out_of_range(columns, self.n_features)
         if bad >= 0 or out_of_range >= 0:
             at = min(p for p in (bad, out_of_range) if p >= 0)
             row = lo + int(np.searchsorted(local_pointers, at, side="right")) - 1
             if at == bad:
-                raise DataError(f"{where} holds {values[at]} at global row {row}, column "
-                                f"{columns[at]} (every value must be finite)")
+                stored = data[first + at]
+                raise DataError(f"{where} holds {shown_value(stored, values[at])} at global "
+                                f"row {row}, column {columns[at]} (every value must be finite)")
             raise DataError(f"{where}: column index {columns[at]} at global row {row} is "
                             f"outside 0..{self.n_features - 1}")
         return scipy.sparse.csr_matrix((values, columns, local_pointers),
@@ -440,52 +471,3 @@ def _naming_read_errors(path: str, name: str, lo: int, hi: int):
     except OSError as exc:
         raise OSError(f"{path}: cannot read global rows {lo}..{hi - 1} of '{name}' (truncated "
                       f"or corrupt file?): {exc}") from exc
-
-
-def _read_dtype(stored: np.dtype) -> np.dtype:
-    """float32/float64 are kept; every other numeric type is read as float64."""
-    return stored if stored in X_DTYPES else np.dtype(np.float64)
-
-
-def _first_nonfinite(values: np.ndarray) -> int:
-    """Flat index of the first NaN or Inf in ``values``, or -1; scanned in slices so that the
-    temporary mask stays small. Non-float arrays cannot hold either."""
-    if values.dtype.kind != "f":
-        return -1
-    flat = values.reshape(-1)
-    for begin in range(0, flat.size, _SCAN_VALUES):
-        finite = np.isfinite(flat[begin:begin + _SCAN_VALUES])
-        if not finite.all():
-            return begin + int(np.argmin(finite))
-    return -1
-
-
-def _first_out_of_range(columns: np.ndarray, n_features: int) -> int:
-    """Position of the first column index outside ``0..n_features-1``, or -1."""
-    for begin in range(0, columns.size, _SCAN_VALUES):
-        part = columns[begin:begin + _SCAN_VALUES]
-        bad = (part < 0) | (part >= n_features)
-        if bad.any():
-            return begin + int(np.argmax(bad))
-    return -1
-
-
-def _contents(handle: h5py.File, limit: int = 20) -> str:
-    """'the file holds: X (1000, 20) float32, y (1000,) int64, ...' for error messages."""
-    found: list[str] = []
-    csr_groups: list[str] = []
-
-    def visit(name: str, node) -> None:
-        if any(name.startswith(group + "/") for group in csr_groups):
-            return
-        if isinstance(node, h5py.Dataset):
-            found.append(f"{name} {node.shape} {node.dtype}")
-        elif isinstance(node, h5py.Group) and "indptr" in node:
-            csr_groups.append(name)
-            found.append(f"{name} (CSR group)")
-
-    handle.visititems(visit)
-    if not found:
-        return "the file holds no data sets"
-    more = f", ... ({len(found) - limit} more)" if len(found) > limit else ""
-    return "the file holds: " + ", ".join(found[:limit]) + more

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from ..comm import allgather_object, raise_together, rank_and_size
+from ..comm import allgather_object, mark_raised_together, raise_together, rank_and_size
 from ..config import Config, ConfigError
 from ..models.scaling import apply_scaler
 from .fingerprint import file_fingerprint, rows_fingerprint
 from .hdf5 import load_shard
 from .scaling import fit_scaler
-from .shard import Shard
+from .shard import DataError, Shard
 
 
 @dataclass
@@ -46,8 +46,9 @@ def load_run_data(config: Config, reducer, task: str, scaler=None, progress=None
     were redistributed) instead of fitting one when ``data.standardize`` is set. ``progress()``
     is called as the reading goes on (:func:`mpiml.data.load_shard`)."""
     cfg, comm = config.data, reducer.comm
-    if not cfg.train:
-        raise ConfigError("data.train is empty: give the HDF5 file to train on")
+    if not cfg.train:  # the same config on every rank: raised together
+        raise mark_raised_together(ConfigError(
+            "data.train is not set: give the HDF5 file to train on (data: {train: file.h5})"))
     labelled = task != "unsupervised"
     shard = load_shard(cfg.train, comm, x=cfg.x, y=cfg.y if labelled else None, dtype=cfg.dtype,
                        task=task if labelled else None, block_rows=config.block_rows,
@@ -57,9 +58,10 @@ def load_run_data(config: Config, reducer, task: str, scaler=None, progress=None
         test = load_shard(cfg.test, comm, x=cfg.test_x, y=cfg.test_y if labelled else None,
                           dtype=cfg.dtype, task="regression" if labelled else None,
                           block_rows=config.block_rows, progress=progress)
-        if test.n_features != shard.n_features:
-            raise ConfigError(f"test set {cfg.test}:{cfg.test_x} has {test.n_features} "
-                              f"features; the training set has {shard.n_features}")
+        if test.n_features != shard.n_features:  # both known on every rank
+            raise mark_raised_together(DataError(
+                f"test set {cfg.test}:{cfg.test_x} has {test.n_features} features; the "
+                f"training set {cfg.train}:{cfg.x} has {shard.n_features}"))
         if shard.classes is not None:
             test.y = _map_labels(test.y, shard.classes, cfg.test, comm)
     if cfg.standardize and scaler is None:
@@ -120,8 +122,13 @@ def from_arrays(X, y, reducer, task: str, standardize: bool = False,
     labels = None
     if task in ("binary", "multiclass"):
         if classes is None:
-            local = np.unique(np.asarray(y))
-            classes = np.unique(np.concatenate(allgather_object(local, comm)))
+            local = None
+            try:
+                local = distinct_labels(y)
+            except TypeError as exc:
+                error = exc
+            raise_together(error, comm)
+            classes = merge_classes(allgather_object(local, comm))
             labels = np.searchsorted(classes, np.asarray(y)).astype(np.int64)
         else:
             labels = np.asarray(y, dtype=np.int64)
@@ -142,13 +149,49 @@ def from_arrays(X, y, reducer, task: str, standardize: bool = False,
     return RunData(task, shard, None, classes, scaler, fingerprint)
 
 
+def distinct_labels(y) -> np.ndarray:
+    """This rank's sorted distinct labels; as in scikit-learn, a TypeError if they do not sort
+    together (text and numbers)."""
+    try:
+        return np.unique(np.asarray(y))
+    except TypeError as exc:
+        raise TypeError(f"Mix of label input types (string and number) in y: {exc}") from exc
+
+
+def merge_classes(labels_by_rank: list[np.ndarray]) -> np.ndarray:
+    """The sorted class set from every rank's distinct labels (a rank without rows adds nothing,
+    not even a dtype).
+
+    Computed by every rank from the same gathered list, so the ValueError raised when some ranks
+    hold text labels and others numbers (scikit-learn refuses a mix of label types) is raised
+    identically on every rank; it names the ranks and their label types.
+    """
+    present = {rank: labels for rank, labels in enumerate(labels_by_rank) if len(labels)}
+    if not present:
+        return np.zeros(0)
+    text = {rank: labels.dtype.kind in "US" or isinstance(labels[0], (str, bytes))
+            for rank, labels in present.items()}
+    if len(set(text.values())) > 1:
+        ranks_of: dict[str, list[int]] = {}
+        for rank, labels in present.items():
+            kind = type(labels[0]).__name__ if labels.dtype == object else str(labels.dtype)
+            ranks_of.setdefault(kind, []).append(rank)
+        found = "; ".join(f"{kind} labels on rank{'s' if len(ranks) > 1 else ''} "
+                          f"{', '.join(map(str, ranks))}" for kind, ranks in ranks_of.items())
+        raise mark_raised_together(ValueError(
+            f"Mix of label input types (string and number) across ranks: {found}. Pass labels "
+            "of one type on every rank"))
+    return np.unique(np.concatenate(list(present.values())))
+
+
 def _map_labels(raw: np.ndarray, classes: np.ndarray, path, comm) -> np.ndarray:
     """Labels -> training class indices; a label unseen in training is an error everywhere."""
     index = np.clip(np.searchsorted(classes, raw), 0, len(classes) - 1)
     unknown = classes[index] != raw
     error = None
     if unknown.any():
-        error = ValueError(f"test set {path}: label {raw[unknown][0]!r} does not occur in the "
-                           f"training labels {list(classes)}")
+        shown = ", ".join(str(c) for c in classes[:10]) + (", ..." if len(classes) > 10 else "")
+        error = DataError(f"test set {path}: label {raw[unknown][0]} does not occur in the "
+                          f"training labels ({shown})")
     raise_together(error, comm)
     return index

@@ -18,6 +18,8 @@ CLASSIFICATION_TASKS = ("binary", "multiclass")
 class DataError(ValueError):
     """The data cannot be trained on; the message names the file, the data set and the row."""
 
+    user_error = True  # printed as one line: the message says what is wrong where
+
 
 class MissingDataError(DataError, KeyError):
     """A data set (or a member of a CSR group) named by the caller is not in the file."""

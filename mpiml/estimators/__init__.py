@@ -8,7 +8,6 @@ of mpiml does not, and ``import mpiml`` does not import it.
 
 from __future__ import annotations
 
-from ..comm import world
 from .cluster import KMeans
 from .linear import LinearRegression, LinearSVC, LogisticRegression, Ridge, SoftmaxRegression
 from .neural import MLPClassifier, MLPRegressor
@@ -25,12 +24,6 @@ __all__ = sorted(ESTIMATORS) + ["load"]
 def load(path, comm=None):
     """The fitted estimator saved at ``path`` by its ``save`` method, working on ``comm``
     (default ``MPI.COMM_WORLD``). Collective: rank 0 reads the file, every rank gets the same
-    estimator, whose predictions equal the saved one's."""
-    saved, name, params, state = read(path, world(comm))
-    if name not in ESTIMATORS:
-        raise ValueError(f"{path} holds an estimator {name!r} that this mpiml does not know "
-                         f"(known: {', '.join(ESTIMATORS)})")
-    estimator = ESTIMATORS[name](**params, comm=comm)
-    estimator._set_fitted(saved, state)
-    estimator._config_yaml = str(saved.attrs.get("config", ""))
-    return estimator
+    estimator, whose predictions equal the saved one's; a missing or malformed file raises the
+    same error on every rank."""
+    return read(path, ESTIMATORS, comm)

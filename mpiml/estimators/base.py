@@ -23,9 +23,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from ..comm import allgather_object, mark_raised_together, raise_together, world
+from ..comm import allgather_object, mark_raised_together, on_root, raise_together, world
 from ..config import Config, ConfigError, dump, from_dict
-from ..data.run_rows import from_arrays
+from ..data.run_rows import distinct_labels, from_arrays, merge_classes
 from ..fit import FitResult, fit
 from ..models.kinds import KINDS
 from ..run import open_run
@@ -94,8 +94,8 @@ class MpimlEstimator(BaseEstimator):
         becomes indices 0..K-1 into the sorted classes of all ranks: the fit loops see only
         those, whatever the labels are, and ``classes_`` maps back). Raises the
         same error on every rank if any rank's rows are invalid, if the ranks disagree on the
-        feature count or on the hyperparameters, or if no rank holds a row. A rank may hold
-        no rows.
+        feature count, the hyperparameters or the label type (text or numbers), or if no rank
+        holds a row. A rank may hold no rows.
         """
         error, labels = None, None
         try:
@@ -107,9 +107,13 @@ class MpimlEstimator(BaseEstimator):
             if target == "classes":
                 if len(y):
                     check_classification_targets(y)
-                labels = np.unique(y)
-        except (TypeError, ValueError) as exc:
+                labels = distinct_labels(y)
+        except ValueError as exc:
             error = exc
+        except TypeError as exc:
+            # as a plain TypeError, which every rank can rebuild from its message (numpy's
+            # UFuncTypeError, raised for labels that mix text and numbers, cannot be)
+            error = TypeError(str(exc)).with_traceback(exc.__traceback__)
         raise_together(error, comm)
         reports = allgather_object(
             (X.shape[0], X.shape[1], self._params_digest(), labels), comm)
@@ -133,7 +137,7 @@ class MpimlEstimator(BaseEstimator):
                 f"minimum of 1 is required by {name}."))
         classes = None
         if target == "classes":
-            classes = np.unique(np.concatenate([local for *_, local in reports]))
+            classes = merge_classes([local for *_, local in reports])
             if len(classes) < 2:
                 raise mark_raised_together(ValueError(
                     f"{name} needs samples of at least 2 classes in the data, but the data "
@@ -204,9 +208,12 @@ class MpimlEstimator(BaseEstimator):
         return 0 if self.random_state is None else self.random_state
 
     def _warn_not_converged(self, comm, message: str) -> None:
-        """A ConvergenceWarning, from rank 0 only (the fit is identical on every rank)."""
-        if comm.Get_rank() == 0:
-            warnings.warn(message, ConvergenceWarning, stacklevel=5)  # the caller of fit
+        """A ConvergenceWarning, from rank 0 only (the fit is identical on every rank). Should
+        the caller's warning filters make it an error, that error is raised on every rank."""
+        def warn():
+            warnings.warn(message, ConvergenceWarning, stacklevel=8)  # the caller of fit
+
+        on_root(warn, comm, share=False)
 
     # -- fitted state ----------------------------------------------------------------------------
 

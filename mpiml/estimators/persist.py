@@ -2,9 +2,9 @@
 rebuild the estimator -- its class name, its hyperparameters and its fitted state, as JSON.
 
 The file stays an ordinary model file: ``python -m mpiml.predict`` and
-:func:`mpiml.files.model.load_model` read it. No pickle: arrays and JSON text only. Rank 0
-writes (one atomic :func:`mpiml.files.model.save_model` with the attributes) and rank 0 reads;
-every failure is raised on every rank.
+:func:`mpiml.files.model.load_model` read it. No pickle in the file: arrays and JSON text only.
+Rank 0 writes (one atomic :func:`mpiml.files.model.save_model` with the attributes) and rank 0
+reads; every failure, a malformed file included, is raised on every rank.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 
 import h5py
 import numpy as np
 
-from ..comm import on_root
+from ..comm import agree_on_error, on_root, world
 from ..files.model import load_model, save_model
 from ..models.saved import SavedModel
 
@@ -68,19 +69,57 @@ def write(path, estimator, comm) -> None:
     on_root(write_file, comm)
 
 
-def read(path, comm) -> tuple[SavedModel, str, dict, dict]:
-    """(model, estimator class name, hyperparameters, fitted state) of an estimator file:
-    rank 0 reads it, every rank receives it. Collective."""
+def _json_object(path, attrs: dict, name: str) -> dict:
+    """The JSON object in file attribute ``name``, or a ValueError naming the file."""
+    if name not in attrs:
+        raise ValueError(f"{path}: estimator file without its attribute {name!r}")
+    try:
+        value = json.loads(attrs[name])
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{path}: attribute {name!r} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: attribute {name!r} must hold a JSON object; got "
+                         f"{type(value).__name__}")
+    return value
 
-    def read_file():
+
+def read(path, estimators: dict, comm=None):
+    """The estimator saved at ``path``, an instance of one of ``estimators`` (class name ->
+    class), working on ``comm``. Collective: rank 0 reads the file and sends what it read as one
+    byte string (so that a part it cannot send fails on rank 0, not inside a broadcast the other
+    ranks wait in), every rank rebuilds the estimator, and a failure anywhere is raised on every
+    rank."""
+    group = world(comm)
+
+    def read_file() -> bytes:
         saved = load_model(path)
         if ESTIMATOR not in saved.attrs:
             raise ValueError(f"{path} is a model file but was not written by an mpiml "
                              "estimator (read it with mpiml.files.model.load_model)")
-        if saved.attrs[TEXT_CLASSES]:
+        name = str(saved.attrs[ESTIMATOR])
+        if name not in estimators:
+            raise ValueError(f"{path} holds an estimator {name!r} that this mpiml does not know "
+                             f"(known: {', '.join(estimators)})")
+        params, state = (_json_object(path, saved.attrs, key) for key in (PARAMS, FITTED))
+        if saved.attrs.get(TEXT_CLASSES):
             saved.classes = np.array([label.decode() for label in saved.classes])
-        params = {name: tuple(value) if isinstance(value, list) else value
-                  for name, value in json.loads(saved.attrs[PARAMS]).items()}
-        return saved, str(saved.attrs[ESTIMATOR]), params, json.loads(saved.attrs[FITTED])
+        try:
+            return pickle.dumps((saved, name, params, state))
+        except (TypeError, ValueError, RecursionError, pickle.PicklingError) as exc:
+            raise ValueError(f"{path}: rank 0 read the file but cannot send it to the other "
+                             f"ranks: {type(exc).__name__}: {exc}") from exc
 
-    return on_root(read_file, comm)
+    payload = on_root(read_file, group)
+    estimator, error = None, None
+    try:
+        saved, name, params, state = pickle.loads(payload)
+        params = {key: tuple(value) if isinstance(value, list) else value
+                  for key, value in params.items()}
+        estimator = estimators[name](**params, comm=comm)
+        estimator._set_fitted(saved, state)
+        estimator._config_yaml = str(saved.attrs.get("config", ""))
+    except Exception as exc:  # noqa: BLE001 -- every rank must learn of any failure
+        error = ValueError(f"{path} holds an estimator that cannot be rebuilt: "
+                           f"{type(exc).__name__}: {exc}")
+    agree_on_error(error, group)
+    return estimator

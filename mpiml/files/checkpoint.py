@@ -36,6 +36,8 @@ _NAME = re.compile(r"^ckpt-(\d{10})\.h5$")
 class CheckpointError(ValueError):
     """A checkpoint file cannot be used; the message names the file and the reason."""
 
+    user_error = True  # printed as one line: the message says which file and why
+
 
 @dataclass
 class Checkpoint:

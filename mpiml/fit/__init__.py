@@ -12,7 +12,7 @@ from ..models.kinds import KINDS
 from ..run.context import RunContext
 from .result import FitResult, Fitted, result_of
 
-__all__ = ["FitResult", "Fitted", "already_finished", "fit", "fit_config", "train"]
+__all__ = ["FitResult", "Fitted", "already_finished", "fit", "fit_config", "load_rows", "train"]
 
 #: The config values that bound each loop: raising one continues a finished run.
 _LIMITS = {"first_order": ("train.epochs", "train.max_steps"), "lbfgs": ("train.max_steps",),
@@ -76,8 +76,8 @@ def already_finished(meta: dict | None, config) -> bool:
     return all(value(now, key) <= value(saved, key) for key in _LIMITS[loop])
 
 
-def fit_config(run: RunContext) -> FitResult:
-    """Load this rank's rows of ``run.config.data`` and :func:`fit` on them; collective."""
+def load_rows(run: RunContext) -> RunData:
+    """This rank's rows of ``run.config.data``, for the task of the model kind; collective."""
     task = KINDS[run.config.model.kind].task
 
     def reading():
@@ -85,7 +85,12 @@ def fit_config(run: RunContext) -> FitResult:
 
     reading()
     run.inject("load", 0)
-    return fit(run, load_run_data(run.config, run.reducer, task, progress=reading))
+    return load_run_data(run.config, run.reducer, task, progress=reading)
+
+
+def fit_config(run: RunContext) -> FitResult:
+    """Load this rank's rows of ``run.config.data`` and :func:`fit` on them; collective."""
+    return fit(run, load_rows(run))
 
 
 def train(config, comm=None) -> FitResult:

@@ -35,8 +35,11 @@ from .layout import RowLayout
 from .result import Fitted
 from .rounds import Rounds, identity
 
-#: Rows sampled to place the bin edges (scikit-learn's ``subsample`` for binning).
+#: Rows sampled to place the bin edges (scikit-learn's ``subsample`` for binning) ...
 BIN_SAMPLE_ROWS = 200_000
+#: ... and at most this many bytes of them (float64), which every rank receives: wide data
+#: (d = 2,000 would be 3.2 GB per rank) gets fewer sampled rows instead.
+BIN_SAMPLE_BYTES = 128 << 20
 
 
 @dataclass
@@ -53,11 +56,12 @@ def bin_edges(X, layout: RowLayout, max_bins: int, seed: int, comm,
               sample_rows: int = BIN_SAMPLE_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """Edges of every feature, identical on all ranks: ``(edges, offsets)``. Collective.
 
-    The sampled global rows (at most ``sample_rows``) depend only on ``(n_total, seed)``; each
-    rank contributes the sampled rows it owns and the allgather returns them in rank order =
-    global row order.
+    The sampled global rows (at most ``sample_rows``, and at most ``BIN_SAMPLE_BYTES`` of them)
+    depend only on ``(n_total, n_features, seed)``; each rank contributes the sampled rows it
+    owns and the allgather returns them in rank order = global row order.
     """
     n_total = layout.n_total
+    sample_rows = max(1, min(sample_rows, BIN_SAMPLE_BYTES // (8 * max(X.shape[1], 1))))
     if n_total <= sample_rows:
         sample = np.arange(n_total)
     else:

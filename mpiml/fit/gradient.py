@@ -133,6 +133,9 @@ class GradientProblem:
         elif action == "diverge":
             self.params[0] += 1.0
 
+    # Overflow in the model's arithmetic shows up as a non-finite loss or gradient, which
+    # check_finite reports once for all ranks: numpy's per-rank warnings would only repeat it.
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def local_sums(self, params, batch, out: np.ndarray, step: int) -> None:
         """Fill ``out`` = [grad_sum | loss_sum | n_rows | stop | checkpoint] for this rank's rows
         ``batch`` of the current global batch (None = all its rows)."""
@@ -143,6 +146,7 @@ class GradientProblem:
         out[n + 2:] = self.run.votes()
         self._inject(step, out[:n])
 
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def reduced_sums(self, params, batch, out: np.ndarray, step: int, batch_index: int) -> None:
         """``out`` = the step's [grad_sum | loss_sum | n_rows | votes] over all ranks: one fused
         reduction, or in reproducible mode exact block sums (``batch`` holds block indices)."""
@@ -172,6 +176,7 @@ class GradientProblem:
             out[:n + 2], out[n + 2:] = run.reducer.exact_sum(vectors, n + 2, n_blocks,
                                                              run.votes())
 
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def objective_from_sums(self, sums: np.ndarray, params, grad_out: np.ndarray) -> float:
         """Mean loss + penalty from reduced sums; the full gradient into ``grad_out``."""
         n = self.n
@@ -199,6 +204,7 @@ class GradientProblem:
 
     # -- evaluation ----------------------------------------------------------------------------
 
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def evaluate(self, params=None) -> dict[str, float]:
         """Metrics on the held-out rows (collective; identical on every rank)."""
         params = self.params if params is None else params
@@ -249,9 +255,9 @@ class GradientProblem:
         else:
             return
         raise mark_raised_together(NonFiniteError(
-            f"non-finite {what} at step {step} (loss {objective}); the last checkpoint in "
-            f"{self.run.checkpoints.directory} is from before it. Lower optimizer.lr, add "
-            "model.alpha, or check the data."))
+            f"non-finite {what} at step {step} (loss {objective}); the checkpoints in "
+            f"{self.run.checkpoints.directory}, if any, are from before it. Lower "
+            "optimizer.lr, add model.alpha, or check the data (features too large?)."))
 
     def check_replicas(self, step: int) -> None:
         """Every ``fault.check_every`` steps: compare a hash of the parameters across ranks."""

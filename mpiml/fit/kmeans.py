@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..comm import Reducer, allgather_object, broadcast, broadcast_object
+from ..comm import Reducer, allgather_object, broadcast, broadcast_object, mark_raised_together
 from ..data.batches import BatchPlan
 from ..data.run_rows import RunData
 from ..models.base import check_positive_int
@@ -218,7 +218,8 @@ def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", max_iter: int
     layout = RowLayout(X, reducer.comm, row_offset, n_total, "fit_kmeans")
     k, d = int(n_clusters), X.shape[1]
     if k > layout.n_total:
-        raise ValueError(f"n_clusters={k} exceeds the {layout.n_total} rows")
+        raise mark_raised_together(ValueError(  # the global row count: known on every rank
+            f"n_clusters={k} exceeds the {layout.n_total} rows"))
     x_norms = row_norms(X)
     tol_abs = _scaled_tolerance(X, layout, tol, reducer)
     if start is None:
@@ -315,6 +316,10 @@ def run_kmeans(run: RunContext, rows: RunData) -> Fitted:
     """K-Means on ``rows`` as ``config.kmeans`` says, checkpointing after iterations."""
     config = run.config
     cfg = config.kmeans
+    if cfg.n_clusters > rows.shard.n_total:  # before the run starts: known on every rank
+        raise mark_raised_together(ValueError(
+            f"kmeans.n_clusters={cfg.n_clusters} exceeds the {rows.shard.n_total} rows of "
+            f"{config.data.train}"))
     rounds = Rounds(run, rows, identity("kmeans", rows))
     result = fit_kmeans(rows.shard.X, cfg.n_clusters, max_iter=cfg.max_iter, tol=cfg.tol,
                         seed=config.train.seed, batch_size=cfg.batch_size,

@@ -26,6 +26,9 @@ def fit_lbfgs(problem: GradientProblem) -> Fitted:
 
     def objective(params):
         value, grad, votes = problem.objective(params, progress.step)
+        # identical on every rank: a NaN here would otherwise end scipy's search "abnormally"
+        # with the last good parameters, and the run would report success
+        problem.check_finite(value, progress.step, grad)
         evaluations.append((value, votes))
         return value, grad
 

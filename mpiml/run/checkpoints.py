@@ -51,6 +51,9 @@ class Checkpoints:
         self.data_changed: list[str] = []
         #: The training data's fingerprint, saved in every checkpoint (given to :meth:`resume`).
         self.data: dict = {}
+        #: Called on every rank once :meth:`resume` has decided (the run really starts): what
+        #: a run writes before its first step waits for it, so a refused resume writes nothing.
+        self.on_start: list = []
         self._last_time = time.monotonic()
 
     @property
@@ -115,6 +118,7 @@ class Checkpoints:
         self.data = dict(data or {})
         if not self.enabled:
             self.lineage = new_lineage()
+            self._started()
             return None
 
         def decide():
@@ -133,7 +137,14 @@ class Checkpoints:
         if changed:
             self.log({"event": "data_changed", "differences": changed,
                       "action": "resumed (checkpoint.allow_data_change)"})
-        return self._broadcast(found)
+        found = self._broadcast(found)
+        self._started()
+        return found
+
+    def _started(self) -> None:
+        callbacks, self.on_start = self.on_start, []
+        for callback in callbacks:
+            callback()
 
     def _select(self, spec: str) -> tuple[Checkpoint | None, Path | None, list[dict]]:
         """On rank 0, moving nothing: the checkpoint ``spec`` names, its path, and the records
@@ -141,7 +152,7 @@ class Checkpoints:
         if spec == "never":
             return None, None, []
         if spec != "auto":
-            return checkpoint.load(spec), Path(spec), []
+            return checkpoint.load(_named_file(spec)), Path(spec), []
         found, path, skipped = checkpoint.latest_valid(self.directory, self._current_lineage())
         if found is None and skipped:
             raise CheckpointError(f"no valid checkpoint in {self.directory}: "
@@ -252,8 +263,18 @@ class Checkpoints:
 
         def look():
             if spec != "auto":
-                return checkpoint.read_meta(spec)
+                return checkpoint.read_meta(_named_file(spec))
             found, _, _ = checkpoint.latest_valid(self.directory, self._current_lineage())
             return None if found is None else found.meta
 
         return on_root(look, self.comm)
+
+
+def _named_file(spec: str) -> Path:
+    """The checkpoint file a resume ``spec`` other than auto/never names; it must exist."""
+    path = Path(spec)
+    if not path.is_file():
+        raise CheckpointError(f"resume {spec!r}: no such checkpoint file (the resume setting, "
+                              "--resume or checkpoint.resume, takes auto, never or the path "
+                              "of a checkpoint file)")
+    return path

@@ -77,11 +77,26 @@ class RunLock:
         self.directory = Path(directory)
         self.path = self.directory / LOCK_NAME
         self.held = False
+        self.created = False  # this lock made the directory: removed again if left empty
 
     def acquire(self, break_lock: bool = False) -> str | None:
         """Take the lock; returns a note when a stale lock was taken over (None otherwise).
-        Raises :class:`RunLockError` naming the holder when another job has it."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        Raises :class:`RunLockError` naming the holder when another job has it, or the reason
+        when the directory cannot be made or written."""
+        try:
+            self.created = not self.directory.exists()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / f".mpiml-probe-{os.getpid()}",
+                         os.O_CREAT | os.O_WRONLY, 0o644)
+            os.close(fd)
+            os.unlink(self.directory / f".mpiml-probe-{os.getpid()}")
+        except OSError as exc:
+            in_the_way = next((p for p in (self.directory, *self.directory.parents)
+                               if p.exists() and not p.is_dir()), None)
+            reason = (f"{in_the_way} is a file, not a directory" if in_the_way is not None
+                      else exc.strerror or str(exc))
+            raise RunLockError(f"cannot use {self.directory} as a run directory (output.dir, "
+                               f"checkpoint.dir): {reason}") from None
         note = None
         for _attempt in range(5):
             try:
@@ -151,7 +166,8 @@ class RunLock:
         moved.unlink(missing_ok=True)
 
     def release(self) -> None:
-        """Remove the lock if this process still holds it (idempotent)."""
+        """Remove the lock if this process still holds it (idempotent), and the directory if
+        this lock made it and the run left nothing in it (it failed before writing)."""
         if not self.held:
             return
         self.held = False
@@ -159,3 +175,8 @@ class RunLock:
         if holder is not None and holder.get("pid") == os.getpid() and holder.get(
                 "host") == socket.gethostname():
             self.path.unlink(missing_ok=True)
+        if self.created:
+            try:
+                self.directory.rmdir()  # only if empty
+            except OSError:
+                pass

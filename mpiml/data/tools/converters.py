@@ -1,5 +1,6 @@
 """``convert``: CSV, LIBSVM/svmlight, .npy or .npz to the HDF5 layouts that
-:func:`mpiml.data.load_shard` reads; text formats are streamed in line chunks."""
+:func:`mpiml.data.load_shard` reads; text formats are streamed in chunks of lines, and every
+line is checked: a bad one is named, never read as something else."""
 
 from __future__ import annotations
 
@@ -11,15 +12,28 @@ import re
 
 import h5py
 import numpy as np
-import scipy.sparse
 
 from ...files.atomic import atomic_hdf5
 from ..shard import DataError
-from .writing import WRITE_BYTES, Progress, RowAppender, rows_per_write
+from .numpy_files import convert_numpy
+from .writing import WRITE_BYTES, Progress, RowAppender
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".svm": "libsvm", ".libsvm": "libsvm",
            ".svmlight": "libsvm", ".npy": "npy", ".npz": "npz"}
 _QID = re.compile(r"qid:\S+")
+_COMMENT = re.compile(r"#[^\n]*")
+#: LIBSVM lines once comments and qid: fields are gone: blank, or a label and index:value
+#: pairs. Labels and values are printable ASCII but ':' and '_' (float() reads 1_0, numpy's
+#: text parsers do not), so str.split() and float() agree with the pattern on every token.
+_SPACE, _TOKEN = "[ \t\r\f\v]", "[!-9;-^`-~]"
+_LIBSVM_LINES = re.compile(rf"(?:{_SPACE}*+(?:{_TOKEN}++(?:{_SPACE}++[0-9]++:{_TOKEN}++)*+"
+                           rf"{_SPACE}*+)?\n)*+")
+_SPACES = re.compile(f"{_SPACE}+")
+_PRINTABLE = re.compile("[!-~]+")
+#: Feature indices below this are exact in float64.
+_MAX_INDEX = 2 ** 53
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+#: What np.load raises for a broken .npz archive or member.
 #: Values per slice when rewriting labels or indices in place.
 _SCAN_VALUES = 1 << 20
 
@@ -37,6 +51,7 @@ def convert(src, out, *, fmt: str | None = None, label_column: str | int | None 
     an index 0 occurs, as scikit-learn's load_svmlight_file decides), "yes" or "no".
     .npy holds X only; .npz holds ``x_key`` and, if present, ``y_key``, or a matrix saved by
     scipy.sparse.save_npz. ``dtype`` of X: float64 for text, the stored float type otherwise.
+    Bad input raises DataError naming the file and, for text, the line (docs/data.md).
     """
     src = os.fspath(src)
     if not os.path.isfile(src):
@@ -55,7 +70,7 @@ def convert(src, out, *, fmt: str | None = None, label_column: str | int | None 
             elif fmt == "libsvm":
                 _convert_libsvm(src, handle, n_features, zero_based, dtype, counter)
             else:
-                _convert_numpy(src, handle, fmt, x_key, y_key, dtype, counter)
+                convert_numpy(src, handle, fmt, x_key, y_key, dtype, counter)
         except UnicodeDecodeError as exc:
             raise DataError(f"{src}: not a {fmt} text file ({exc})") from exc
         handle.attrs.update({"created_by": "mpiml.data convert", "format": fmt,
@@ -67,39 +82,40 @@ def _convert_csv(src, handle, label_column, header, delimiter, dtype, counter) -
     if header not in ("auto", "yes", "no"):
         raise ValueError(f"header must be auto, yes or no; got {header!r}")
     delimiter = delimiter or ("\t" if src.lower().endswith(".tsv") else ",")
+    dtype = np.dtype(dtype or np.float64)
     with open(src, newline="") as stream:
         numbered = ((number, line) for number, line in enumerate(stream, start=1)
                     if line.strip())
-        first = next(numbered, None)
-        if first is None:
+        head = list(itertools.islice(numbered, 2))
+        if not head:
             raise DataError(f"{src}: no data rows")
-        names = next(csv.reader([first[1]], delimiter=delimiter))
+        names = _csv_fields(src, *head[0], delimiter)
         n_columns = len(names)
         label = _label_index(src, names, label_column, header)
+        second = _csv_fields(src, *head[1], delimiter) if len(head) > 1 else None
         if header == "yes" or isinstance(label_column, str) or (
-                header == "auto" and any(field.strip() and not _is_number(field)
-                                         for position, field in enumerate(names)
-                                         if position != label)):
-            rows = numbered
+                header == "auto" and _is_header(src, head[0], names, second, label)):
+            rows = itertools.chain(head[1:], numbered)
         else:
-            rows = itertools.chain([first], numbered)
+            rows = itertools.chain(head, numbered)
             names = None
         n_features = n_columns - (label is not None)
         if n_features < 1:
-            raise DataError(f"{src}: no feature columns")
+            raise DataError(f"{src}: no feature columns in {n_columns} field(s) split at "
+                            f"{delimiter!r} (see --delimiter)")
         chunk_lines = max(64, WRITE_BYTES // (8 * n_columns))
-        dtype = np.dtype(dtype or np.float64)
         appender = RowAppender(handle, "X", None if label is None else "y",
                                 n_features=n_features, dtype=dtype, sparse=False,
                                 label_dtype=np.float64, chunk_rows=chunk_lines)
         label_codes: dict[str, int] | None = None  # text labels -> codes in first-seen order
         while chunk := list(itertools.islice(rows, chunk_lines)):
             if appender.n_rows == 0 and label is not None:
-                fields = next(csv.reader([chunk[0][1]], delimiter=delimiter))
+                fields = _csv_fields(src, *chunk[0], delimiter)
                 if len(fields) > label and not _is_number(fields[label]):
                     label_codes = {}
-            X, y = _parse_csv_chunk(src, chunk, delimiter, n_columns, label, label_codes)
-            appender.append(X.astype(dtype, copy=False), y)
+            X, y = _parse_csv_chunk(src, chunk, delimiter, n_columns, label, label_codes, dtype,
+                                    names is not None)
+            appender.append(X, y)
             counter.advance(len(X))
         appender.finish()
         if appender.n_rows == 0:
@@ -108,6 +124,42 @@ def _convert_csv(src, handle, label_column, header, delimiter, dtype, counter) -
             handle.attrs["feature_names"] = [n for i, n in enumerate(names) if i != label]
         if label_codes:
             _sort_label_codes(appender.labels, label_codes)
+
+
+def _csv_fields(src, number, line, delimiter) -> list[str]:
+    try:
+        return next(csv.reader([line], delimiter=delimiter))
+    except csv.Error as exc:
+        raise DataError(f"{src}, line {number}: {exc}") from None
+
+
+def _is_header(src, first, names, second, label) -> bool:
+    """header=auto: is ``first`` (line number and text; ``names``, its fields) a header?
+    ``second``: the next line's fields, or None.
+
+    Yes when a feature field is not a number, or the label field is not a number above one that
+    is; or when the feature fields read 0, 1, 2, ... (pandas' names of unnamed columns) above a
+    feature that is not an integer. The same names above integers may be data: the caller must
+    choose with ``header``. A header with an empty name (pandas' index column) is refused.
+    """
+    features = [field.strip() for position, field in enumerate(names) if position != label]
+    comparable = second is not None and len(second) == len(names)
+    text_above_number = (label is not None and comparable and not _is_number(names[label])
+                         and _is_number(second[label]))
+    if not text_above_number and all(not field or _is_number(field) for field in features):
+        if (len(names) < 3 or features != [str(i) for i in range(len(features))]
+                or (second is not None and not comparable)):
+            return False
+        if second is None or all(_INTEGER.fullmatch(field.strip())
+                                 for position, field in enumerate(second) if position != label):
+            raise DataError(f"{src}, line {first[0]}: {first[1].strip()!r} may be column names "
+                            f"(as pandas writes them) or data; pass --header yes or --header no")
+    stripped = [name.strip() for name in names]
+    if "" in stripped:
+        raise DataError(f"{src}, line {first[0]}, column {stripped.index('') + 1}: no name in "
+                        f"the header (pandas writes none above its index); pass --header yes to "
+                        f"read the column as a feature")
+    return True
 
 
 def _label_index(src, names, label_column, header) -> int | None:
@@ -128,6 +180,9 @@ def _label_index(src, names, label_column, header) -> int | None:
 
 
 def _is_number(text: str) -> bool:
+    """A number as both Python and numpy's text parsers read it (ASCII, no underscores)."""
+    if not text.isascii() or "_" in text:
+        return False
     try:
         float(text)
     except ValueError:
@@ -135,44 +190,71 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _parse_csv_chunk(src, chunk, delimiter, n_columns, label, label_codes):
-    """Parse ``[(line_number, line), ...]`` into X (float64) and labels.
+def _number_problem(text: str, dtype) -> str | None:
+    """Why ``text`` is not a finite number of ``dtype`` (a phrase), or None."""
+    if not _is_number(text):
+        return "is not a number"
+    if not math.isfinite(float(text)):
+        return "is not a finite number"
+    with np.errstate(over="ignore"):
+        if not np.isfinite(np.dtype(dtype).type(float(text))):
+            return f"is out of the {np.dtype(dtype)} range"
+    return None
 
-    Numeric files go through numpy's C parser; files with text labels through the csv module.
-    A chunk that fails is re-read line by line to name the first bad line.
+
+def _parse_csv_chunk(src, chunk, delimiter, n_columns, label, label_codes, dtype, header):
+    """Parse ``[(line_number, line), ...]`` into X (of ``dtype``) and labels (float64).
+
+    Numbers go through numpy's C parser, text labels through the csv module. A chunk that
+    fails (or holds a value that is not finite) is re-read line by line to name the first bad
+    line.
     """
     lines = [line for _, line in chunk]
+    read = dict(delimiter=delimiter, dtype=np.float64, ndmin=2, comments=None, quotechar='"')
     try:
         if label_codes is None:
-            table = np.loadtxt(lines, delimiter=delimiter, dtype=np.float64, ndmin=2,
-                               comments=None, quotechar='"')
+            table = np.loadtxt(lines, **read)
             if table.shape[1] != n_columns:
                 raise ValueError("column count")
-            if label is None:
-                return table, None
-            return np.delete(table, label, axis=1), table[:, label]
-        fields = list(csv.reader(lines, delimiter=delimiter))
-        if any(len(row) != n_columns for row in fields):
-            raise ValueError("column count")
-        X = np.array([row[:label] + row[label + 1:] for row in fields], dtype=np.float64)
-        codes = [label_codes.setdefault(row[label], len(label_codes)) for row in fields]
-        return X, np.array(codes, dtype=np.float64)
-    except ValueError:
-        raise _bad_csv_line(src, chunk, delimiter, n_columns, label,
-                            label_codes is not None) from None
+            X, y = (table, None) if label is None else (np.delete(table, label, axis=1),
+                                                        table[:, label])
+        else:
+            fields = list(csv.reader(lines, delimiter=delimiter))
+            if any(len(row) != n_columns for row in fields):
+                raise ValueError("column count")
+            names = [row[label].strip() for row in fields]
+            if not all(names):
+                raise ValueError("empty label")
+            X = np.loadtxt(lines, usecols=[c for c in range(n_columns) if c != label], **read)
+            y = np.array([label_codes.setdefault(name, len(label_codes)) for name in names],
+                         dtype=np.float64)
+        with np.errstate(over="ignore"):
+            X = X.astype(dtype, copy=False)
+        if not (np.isfinite(X).all() and (y is None or np.isfinite(y).all())):
+            raise ValueError("not finite")
+        return X, y
+    except (ValueError, csv.Error):
+        raise _bad_csv_line(src, chunk, delimiter, n_columns, label, label_codes is not None,
+                            dtype, header) from None
 
 
-def _bad_csv_line(src, chunk, delimiter, n_columns, label, text_labels) -> DataError:
+def _bad_csv_line(src, chunk, delimiter, n_columns, label, text_labels, dtype,
+                  header) -> DataError:
     for number, line in chunk:
-        fields = next(csv.reader([line], delimiter=delimiter))
+        fields = _csv_fields(src, number, line, delimiter)
         if len(fields) != n_columns:
-            return DataError(f"{src}, line {number}: {len(fields)} fields where the first line "
-                             f"has {n_columns}")
+            return DataError(f"{src}, line {number}: {len(fields)} fields where the "
+                             f"{'header' if header else 'first line'} has {n_columns}")
         for position, field in enumerate(fields):
-            if (position != label or not text_labels) and not _is_number(field):
+            where = f"{src}, line {number}, column {position + 1}"
+            if position == label and text_labels:
+                if not field.strip():
+                    return DataError(f"{where}: empty label")
+                continue
+            problem = _number_problem(field, np.float64 if position == label else dtype)
+            if problem:
                 what = "label" if position == label else "value"
-                return DataError(f"{src}, line {number}, column {position + 1}: {what} "
-                                 f"{field!r} is not a number")
+                return DataError(f"{where}: {what} {field!r} {problem}")
     return DataError(f"{src}, lines {chunk[0][0]}..{chunk[-1][0]}: cannot parse")
 
 
@@ -196,16 +278,16 @@ def _convert_libsvm(src, handle, n_features, zero_based, dtype, counter) -> None
                             label_dtype=np.float64, chunk_rows=1)
     smallest, largest = math.inf, -1
     with open(src) as stream:
-        numbered = enumerate(stream, start=1)
-        while chunk := list(itertools.islice(numbered, 1 << 13)):
-            parsed = _parse_libsvm_chunk(src, chunk)
+        # about half a write of text: its tokens as Python strings take a few times more
+        for first, text in _text_chunks(stream, max(1, WRITE_BYTES // 2)):
+            parsed = _parse_libsvm_chunk(src, first, text, dtype)
             if parsed is None:
                 continue
             labels, values, columns, lengths = parsed
             if len(columns):
                 smallest, largest = min(smallest, int(columns.min())), max(largest,
                                                                            int(columns.max()))
-            appender.append((values.astype(dtype), columns, lengths), labels)
+            appender.append((values, columns, lengths), labels)
             counter.advance(len(labels))
     if appender.n_rows == 0:
         raise DataError(f"{src}: no data rows")
@@ -227,120 +309,96 @@ def _convert_libsvm(src, handle, n_features, zero_based, dtype, counter) -> None
     handle.attrs["zero_based"] = not shift
 
 
-def _parse_libsvm_chunk(src, chunk):
-    """Parse ``[(line_number, line), ...]`` of ``label idx:val ...`` lines into labels and a CSR
-    triple. Comments (#) and qid: fields are ignored; blank lines are skipped. A chunk that
-    fails is re-read line by line to name the first bad line."""
-    numbers, labels, pairs, lengths = [], [], [], []
-    for number, line in chunk:
-        fields = line.split("#", 1)[0].split(None, 1)
-        if not fields:
-            continue
-        rest = fields[1] if len(fields) > 1 else ""
-        if "qid:" in rest:
-            rest = _QID.sub(" ", rest)
-        numbers.append(number)
-        labels.append(fields[0])
-        lengths.append(rest.count(":"))
-        pairs.append(rest.replace(":", " "))
-    if not numbers:
+def _text_chunks(stream, size):
+    """Yield ``(number of the first line, text)``: whole lines of about ``size`` characters,
+    the last one given its missing newline."""
+    number, rest = 1, ""
+    while block := stream.read(size):
+        block = rest + block
+        end = block.rfind("\n") + 1
+        rest = block[end:]
+        if end:
+            yield number, block[:end]
+            number += block.count("\n", 0, end)
+    if rest:
+        yield number, rest + "\n"
+
+
+def _parse_libsvm_chunk(src, first, text, dtype):
+    """Parse whole ``label index:value ...`` lines (``first``: the first one's number) into
+    labels, values of ``dtype``, indices and row lengths; None when all are blank. Comments (#)
+    and qid: fields are ignored.
+
+    The chunk is checked as a whole: one regular expression for the layout of every line, then
+    vectorised tests (finite, in range, indices increasing within a row); a chunk that fails is
+    re-read line by line to name the first bad line.
+    """
+    if "#" in text:
+        text = _COMMENT.sub("", text)
+    if "qid:" in text:
+        text = _QID.sub(" ", text)
+    lines = text.split("\n")[:-1]
+    if _LIBSVM_LINES.fullmatch(text) is None:
+        raise _bad_libsvm_line(src, first, lines, dtype)
+    rows = [line for line in lines if line and not line.isspace()]
+    if not rows:
         return None
-    lengths = np.array(lengths, dtype=np.int64)
+    lengths = np.array([line.count(":") for line in rows], dtype=np.int64)
     try:
-        labels = np.array(labels, dtype=np.float64)
-        flat = np.array(" ".join(pairs).split(), dtype=np.float64)
-        if flat.size != 2 * lengths.sum():
-            raise ValueError("token count")
+        flat = np.array(text.replace(":", " ").split(), dtype=np.float64)
     except ValueError:
-        raise _bad_libsvm_line(src, chunk) from None
-    columns = flat[0::2].astype(np.int64)
-    row_of = np.repeat(np.arange(len(lengths)), lengths)
-    bad = np.flatnonzero(columns != flat[0::2])
-    if bad.size:
-        raise DataError(f"{src}, line {numbers[row_of[bad[0]]]}: feature index "
-                        f"{flat[2 * bad[0]]} is not an integer")
-    if columns.size and columns.min() < 0:
-        at = int(np.argmax(columns < 0))
-        raise DataError(f"{src}, line {numbers[row_of[at]]}: negative feature index "
-                        f"{columns[at]}")
-    unsorted = np.flatnonzero((np.diff(columns) <= 0) & (row_of[1:] == row_of[:-1]))
-    if unsorted.size:
-        raise DataError(f"{src}, line {numbers[row_of[unsorted[0] + 1]]}: feature indices must "
-                        f"be sorted and unique (as scikit-learn's load_svmlight_file requires)")
-    return labels, flat[1::2], columns, lengths
+        raise _bad_libsvm_line(src, first, lines, dtype) from None
+    starts = np.cumsum(2 * lengths + 1) - (2 * lengths + 1)  # each row's label
+    labels, pairs = flat[starts], np.delete(flat, starts)
+    columns = pairs[0::2]
+    with np.errstate(over="ignore"):
+        values = pairs[1::2].astype(dtype)
+    same_row = np.repeat(np.arange(len(rows)), lengths)
+    same_row = same_row[1:] == same_row[:-1]
+    if not (np.isfinite(labels).all() and np.isfinite(values).all()
+            and (columns < _MAX_INDEX).all() and (np.diff(columns)[same_row] > 0).all()):
+        raise _bad_libsvm_line(src, first, lines, dtype)
+    return labels, values, columns.astype(np.int64), lengths
 
 
-def _bad_libsvm_line(src, chunk) -> DataError:
-    for number, line in chunk:
-        fields = _QID.sub(" ", line.split("#", 1)[0]).split()
-        if not fields:
-            continue
-        if not _is_number(fields[0]):
-            return DataError(f"{src}, line {number}: label {fields[0]!r} is not a number "
-                             f"(multi-label files are not supported)")
-        for field in fields[1:]:
-            index, colon, value = field.partition(":")
-            if not colon or not _is_number(index) or not _is_number(value):
-                return DataError(f"{src}, line {number}: {field!r} is not index:value")
-    return DataError(f"{src}, lines {chunk[0][0]}..{chunk[-1][0]}: cannot parse")
+def _bad_libsvm_line(src, first, lines, dtype) -> DataError:
+    """The error of the first bad line of ``lines`` (comments and qid: removed)."""
+    for number, line in enumerate(lines, start=first):
+        problem = _libsvm_line_problem(line, dtype)
+        if problem:
+            return DataError(f"{src}, line {number}: {problem}")
+    return DataError(f"{src}, lines {first}..{first + len(lines) - 1}: cannot parse")
 
 
-def _convert_numpy(src, handle, fmt, x_key, y_key, dtype, counter) -> None:
-    if fmt == "npy":
-        X, y = _load_npy(src), None
-    else:
-        try:
-            archive = np.load(src, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{src}: not a readable .npz file: {exc}") from exc
-        with archive:
-            if {"format", "shape", "data", "indices", "indptr"} <= set(archive.files):
-                _write_saved_sparse(src, handle, archive, dtype, counter)
-                return
-            if x_key not in archive.files:
-                raise DataError(f"{src}: no array {x_key!r}; the file holds "
-                                f"{', '.join(archive.files)} (choose with --x-key)")
-            X = archive[x_key]
-            y = archive[y_key] if y_key in archive.files else None
-            if y_key is not None and y is None and y_key != "y":
-                raise DataError(f"{src}: no array {y_key!r}; the file holds "
-                                f"{', '.join(archive.files)} (choose with --y-key)")
-    if X.ndim != 2 or X.dtype.kind not in "biuf" or X.shape[1] == 0:
-        raise DataError(f"{src}: X must be a 2-D numeric array with columns; got shape "
-                        f"{X.shape}, dtype {X.dtype}")
-    if y is not None and (y.ndim != 1 or len(y) != len(X) or y.dtype.kind not in "biuf"):
-        raise DataError(f"{src}: y must be a 1-D numeric array with {len(X)} entries; got "
-                        f"shape {y.shape}, dtype {y.dtype}")
-    dtype = np.dtype(dtype or (X.dtype if X.dtype in (np.float32, np.float64) else np.float64))
-    step = rows_per_write(X.shape[1], dtype.itemsize)
-    appender = RowAppender(handle, "X", None if y is None else "y", n_features=X.shape[1],
-                            dtype=dtype, sparse=False,
-                            label_dtype=None if y is None else y.dtype, chunk_rows=step)
-    for begin in range(0, len(X), step):
-        block = np.asarray(X[begin:begin + step], dtype=dtype)
-        appender.append(block, None if y is None else y[begin:begin + step])
-        counter.advance(len(block))
-    appender.finish()
-
-
-def _load_npy(src) -> np.ndarray:
-    try:
-        return np.load(src, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{src}: not a readable .npy file: {exc}") from exc
-
-
-def _write_saved_sparse(src, handle, archive, dtype, counter) -> None:
-    """An .npz written by scipy.sparse.save_npz (CSR, or any format converted to CSR)."""
-    try:
-        matrix = scipy.sparse.load_npz(src).tocsr()
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{src}: not a readable sparse .npz file: {exc}") from exc
-    matrix.sum_duplicates()
-    dtype = np.dtype(dtype or (matrix.dtype if matrix.dtype in (np.float32, np.float64)
-                               else np.float64))
-    appender = RowAppender(handle, "X", None, n_features=None, dtype=dtype, sparse=True,
-                            chunk_rows=matrix.shape[0] or 1)
-    appender.append((matrix.data.astype(dtype), matrix.indices, np.diff(matrix.indptr)))
-    appender.finish(matrix.shape[1])
-    counter.advance(matrix.shape[0])
+def _libsvm_line_problem(line, dtype) -> str | None:
+    """What is wrong with one LIBSVM line, or None."""
+    label, *pairs = _SPACES.split(line.strip(" \t\r\f\v"))
+    if not label:
+        return None
+    for field in (label, *pairs):
+        if not _PRINTABLE.fullmatch(field):
+            return f"unexpected character in {field!r}"
+    if ":" in label:
+        return f"expected a label, got {label!r}"
+    problem = _number_problem(label, np.float64)
+    if problem:
+        multi = " (multi-label files are not supported)" if "," in label else ""
+        return f"label {label!r} {problem}{multi}"
+    previous = -1
+    for field in pairs:
+        index, _, value = field.partition(":")
+        if not index or not value or ":" in value:
+            return f"expected index:value, got {field!r}"
+        if not index.isdigit():
+            if _is_number(index) and float(index) < 0:
+                return f"negative feature index {index}"
+            return f"feature index {index!r} is not an integer"
+        if int(index) >= _MAX_INDEX:
+            return f"feature index {index} is too large"
+        if int(index) <= previous:
+            return f"feature indices must be sorted and unique ({index} after {previous})"
+        previous = int(index)
+        problem = _number_problem(value, dtype)
+        if problem:
+            return f"value {value!r} of feature {index} {problem}"
+    return None
