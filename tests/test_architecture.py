@@ -28,8 +28,8 @@ ALLOWED = {
     "cli": {"comm", "config", "files", "data", "models", "fit", "run", "estimators"},
 }
 #: ``python -m`` entry points: two lines that call the command line.
-ENTRY_POINTS = {"mpiml.train", "mpiml.predict", "mpiml.plot", "mpiml.data.__main__",
-                "mpiml.config.__main__"}
+ENTRY_POINTS = {"mpiml.__main__", "mpiml.train", "mpiml.predict", "mpiml.plot",
+                "mpiml.data.__main__", "mpiml.config.__main__"}
 
 
 def module_name(path: Path) -> str:

@@ -301,12 +301,13 @@ def test_temporaries_of_dead_writers_are_removed_at_start(tmp_path, data_file):
     assert removed and {Path(p).name for p in removed[0]["files"]} == {p.name for p in leftovers}
 
 
-@pytest.mark.parametrize("program", ["console script", "python -m"])
+@pytest.mark.parametrize("program", ["console script", "python -m", "python -m mpiml train"])
 def test_the_console_script_keeps_the_stop_protocol(tmp_path, data_file, program):
     """Bug 10: the mpiml-train console script ignored the stop protocol: SIGTERM gave exit 143
     and no checkpoint, while python -m mpiml.train gave 75 and a checkpoint."""
-    command = ((str(Path(sys.executable).parent / "mpiml-train"),) if program == "console script"
-               else ("-m", "mpiml.train"))
+    command = {"console script": (str(Path(sys.executable).parent / "mpiml-train"),),
+               "python -m": ("-m", "mpiml.train"),
+               "python -m mpiml train": ("-m", "mpiml", "train")}[program]
     cfg = make_config(tmp_path, data_file, train={"epochs": 100000, "log_every": 10},
                       checkpoint={"every_steps": None})
     env_launcher = launcher(3)

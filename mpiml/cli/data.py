@@ -22,6 +22,7 @@ import sys
 from ..data.tools import convert, inspect, synth, write_example
 from ..data.tools.examples import EXAMPLES
 from ..data.tools.synthetic import SYNTH_TASKS
+from . import add_version
 
 PROG = "python -m mpiml.data"
 
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Make, convert and inspect HDF5 training data for mpiml "
                                "(see docs/data.md).")
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     make = commands.add_parser("synth", help="generate a synthetic data set",

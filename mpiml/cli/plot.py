@@ -2,7 +2,7 @@
 
 Reads ``RUN_DIR/metrics.jsonl`` and draws, in one PNG (default ``RUN_DIR/curves.png``): the
 training loss per logged step, the test metrics per evaluation, and the split of wall time into
-computing and communicating. Needs matplotlib (``pip install mpiml[plot]``).
+computing and communicating. Needs matplotlib (in a checkout: ``pip install -e '.[plot]'``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from . import add_version
 
 
 def read_records(run_dir: Path) -> list[dict]:
@@ -77,15 +79,16 @@ def plot(run_dir: Path, out: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpiml.plot",
-                                     description=__doc__.splitlines()[0])
+    parser = add_version(argparse.ArgumentParser(prog="mpiml-plot",
+                                                 description=__doc__.splitlines()[0]))
     parser.add_argument("run_dir", type=Path, help="a run's output.dir (holds metrics.jsonl)")
     parser.add_argument("--out", type=Path, help="PNG to write (default: RUN_DIR/curves.png)")
     args = parser.parse_args(argv)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        sys.stderr.write("mpiml: error: plotting needs matplotlib: pip install 'mpiml[plot]'\n")
+        sys.stderr.write("mpiml: error: plotting needs matplotlib: pip install matplotlib (or, "
+                         "in an mpiml checkout, pip install -e '.[plot]')\n")
         return 1
     try:
         out = plot(args.run_dir, args.out or args.run_dir / "curves.png")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from . import add_version
 from .train import BLAS_THREAD_VARIABLES
 
 
@@ -54,8 +55,8 @@ def predict(model_path, data_path, out_path, x: str = "X", comm=None) -> None:
 
 def main(argv=None) -> int:
     """Entry point of ``python -m mpiml.predict``."""
-    parser = argparse.ArgumentParser(prog="python -m mpiml.predict",
-                                     description="Predict the rows of an HDF5 file with a model.")
+    parser = add_version(argparse.ArgumentParser(
+        prog="mpiml-predict", description="Predict the rows of an HDF5 file with a model."))
     parser.add_argument("model", help="model file written by mpiml.train (model.h5)")
     parser.add_argument("data", help="HDF5 file with the rows to predict")
     parser.add_argument("--out", required=True, help="HDF5 file to write predictions to")

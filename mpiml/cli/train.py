@@ -25,6 +25,8 @@ import argparse
 import os
 import sys
 
+from . import add_version
+
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 #: The least time ``MPI_Init`` is given before a rank leaves (it may take seconds on a loaded
 #: machine or a large job, whatever ``fault.stall_seconds`` says).
@@ -43,7 +45,8 @@ def prepare_process():
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m mpiml.train", description="Train a model on the ranks of an MPI job.")
+        prog="mpiml-train", description="Train a model on the ranks of an MPI job.")
+    add_version(parser)
     parser.add_argument("config", nargs="?", help="YAML config file")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set optimizer.lr=0.1")
