@@ -120,3 +120,23 @@ def test_training_never_modifies_its_input_files(files):
     assert job.returncode == 0, job.output
     after = (hashlib.sha256(source.read_bytes()).hexdigest(), source.stat().st_mtime_ns)
     assert after == before
+
+
+def test_every_shipped_config_says_how_to_make_its_missing_data(tmp_path):
+    """Running a shipped config without its data said only "data/breast_cancer.h5: no such
+    file"; the command that makes it is in the config's `# Data:` comment."""
+    from launch import ROOT
+
+    from mpiml import config
+
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        recipe = config.data_recipe(path)
+        train = config.load(path).data.train
+        assert recipe and recipe.startswith("python -m mpiml.data ") and recipe.endswith(train), (
+            path, recipe)
+    job = run_mpi(2, ["-m", "mpiml", "train", str(ROOT / "configs" / "softmax_digits.yaml")],
+                  timeout=60, cwd=tmp_path)
+    assert job.returncode == 1, job.output
+    assert job.output.strip() == ("mpiml: error: ConfigError: data.train data/digits.h5: no such "
+                                  "file; this config's data is made by: python -m mpiml.data "
+                                  "example digits data/digits.h5"), job.output

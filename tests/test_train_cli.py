@@ -50,6 +50,11 @@ def test_training_job_writes_config_metrics_and_model(tmp_path, binary_file, mpi
     with h5py.File(run_dir / "model.h5") as model:
         assert model.attrs["kind"] == "logistic" and model["model/params"].shape == (7,)
     assert job.output.count("event=done") == 1, "only rank 0 prints"
+    steps = [r for r in records if "loss" in r]
+    assert all(r["of"] == 48 and r["epochs"] == 3 and r["rows_per_s"] > 0 and r["eta_s"] >= 0
+               for r in steps), steps
+    assert [r["epoch"] for r in steps][:3] == [1, 1, 1] and steps[-1]["epoch"] == 3
+    assert "step=5/48" in job.output and "epoch=1/3" in job.output and "eta=" in job.output
 
 
 def test_predict_matches_training_accuracy(tmp_path, binary_file):
@@ -112,3 +117,29 @@ def test_warm_start_continues_from_saved_model_and_rejects_mismatch(tmp_path, bi
                   timeout=60)
     assert job.returncode == 1 and "does not match this run: kind logistic (config: svm)" in (
         job.output), job.output
+
+
+@pytest.mark.parametrize(("kind", "section", "total"), [("kmeans", {"n_clusters": 3, "tol": 0.0,
+                                                                    "max_iter": 8}, 8),
+                                                        ("hgbt_classifier",
+                                                         {"n_estimators": 4}, 4)])
+def test_kmeans_and_trees_log_every_round_with_its_pace(tmp_path, binary_file, kind, section,
+                                                        total):
+    """Issue 17: a 4-tree run with log_every 1 gave 4 lines in all, and the start record of a
+    tree run said optimizer=sgd mode=sync."""
+    cfg = write_config(tmp_path, binary_file, model={"kind": kind}, train={"log_every": 1},
+                       **{"kmeans" if kind == "kmeans" else "hgbt": section})
+    job = run_mpi(2, ["-m", "mpiml.train", str(cfg)], timeout=120)
+    assert job.returncode == 0, job.output
+    records = [json.loads(line)
+               for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "optimizer" not in records[0] and "mode" not in records[0]
+    rounds = [r for r in records if "of" in r]
+    assert rounds and [r["step"] for r in rounds] == list(range(1, len(rounds) + 1))
+    assert all(r["of"] == total and r["seconds_per_round"] > 0 and r["eta_s"] >= 0
+               for r in rounds)
+    if kind == "kmeans":
+        assert all(r["inertia"] > 0 for r in rounds)
+    else:
+        assert len(rounds) == total
+    assert f"step=1/{total}" in job.output

@@ -77,11 +77,23 @@ def startup_stall_seconds(args) -> float | None:
 
 
 def resolve_config(args, comm):
-    """Rank 0 reads the config; every rank gets the same one, or the same error."""
+    """Rank 0 reads the config; every rank gets the same one, or the same error (a missing
+    data file of a config that says how to make it names the command)."""
+    from pathlib import Path
+
     from .. import config
     from ..comm import on_root
 
-    return config.from_dict(on_root(lambda: config.load(args.config, args.set).to_dict(), comm))
+    def read():
+        loaded = config.load(args.config, args.set)
+        train = loaded.data.train
+        recipe = config.data_recipe(args.config) if args.config else None
+        if train and recipe and not Path(train).exists():
+            raise config.ConfigError(f"data.train {train}: no such file; this config's data "
+                                     f"is made by: {recipe}")
+        return loaded.to_dict()
+
+    return config.from_dict(on_root(read, comm))
 
 
 def train(args, comm=None, stop=None) -> int:
@@ -96,6 +108,7 @@ def train(args, comm=None, stop=None) -> int:
     from ..files.atomic import atomic_text
     from ..files.model import save_model
     from ..fit import already_finished, fit_config
+    from ..models.kinds import KINDS
     from ..run import faults, open_run
     from ..run.launchcheck import check_launch
     from ..run.log import RunLog
@@ -143,8 +156,11 @@ def train(args, comm=None, stop=None) -> int:
                 # refused checkpoint leave the run directory as it was
                 on_root(lambda: atomic_text(out_dir / "config.yaml", config.dump(resolved)),
                         comm)
-                log({"event": "start", "ranks": comm.Get_size(), "model": resolved.model.kind,
-                     "optimizer": resolved.optimizer.name, "mode": resolved.comm.mode})
+                record = {"event": "start", "ranks": comm.Get_size(),
+                          "model": resolved.model.kind}
+                if KINDS[resolved.model.kind].gradient_trained:  # trees and K-Means have neither
+                    record.update(optimizer=resolved.optimizer.name, mode=resolved.comm.mode)
+                log(record)
 
             run.checkpoints.on_start.append(started)
             result = fit_config(run)

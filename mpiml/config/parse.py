@@ -279,6 +279,24 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"{exc} in {path}") from None
 
 
+def data_recipe(path) -> str | None:
+    """The command a config file's ``# Data:`` comment gives for making its data (continued
+    lines joined), or None. Every shipped config has one."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    for index, line in enumerate(lines):
+        if line.startswith("# Data:"):
+            parts = [line[len("# Data:"):].strip()]
+            while parts[-1].endswith("\\") and index + 1 < len(lines):
+                index += 1
+                parts[-1] = parts[-1][:-1].rstrip()
+                parts.append(lines[index].lstrip("#").strip())
+            return " ".join(parts).split("  (")[0].strip()
+    return None
+
+
 def dump(config: Config) -> str:
     """The resolved config as YAML (what --print-config shows and the run directory keeps)."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)

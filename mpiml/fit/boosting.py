@@ -162,7 +162,7 @@ def run_boosting(run: RunContext, rows: RunData) -> Fitted:
     kind, cfg = config.model.kind, config.hgbt
     task = "regression" if rows.task == "regression" else (
         "binary" if rows.n_classes == 2 else "multiclass")
-    rounds = Rounds(run, rows, identity(kind, rows))
+    rounds = Rounds(run, rows, identity(kind, rows), cfg.n_estimators)
     result = fit_hgbt(rows.shard.X, rows.shard.y, task=task, n_classes=rows.n_classes,
                       n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
                       max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,

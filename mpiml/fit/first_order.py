@@ -40,7 +40,8 @@ def fit_first_order(problem: GradientProblem) -> Fitted:
             progress.batch += 1
             run.beat(progress.step)
             if progress.step % cfg.log_every == 0:
-                run.log({"step": progress.step, "epoch": progress.epoch,
+                run.log({"step": progress.step, **problem.pace(progress.step),
+                         "epoch": progress.epoch + 1, "epochs": cfg.epochs,
                          "loss": problem.last_objective, "lr": problem.last_lr,
                          **problem.clock_record()})
             if (cfg.eval_every and progress.step % cfg.eval_every == 0

@@ -61,6 +61,7 @@ class GradientProblem:
         self.set_rows(rows)
         self.last_objective, self.last_lr = math.nan, 0.0
         self._started = time.perf_counter()
+        self._first_step = 0  # the step this process started from (a resume's)
 
     def set_rows(self, rows: RunData) -> None:
         """Train on ``rows`` from now on (after a shrink: this rank's rows on fewer ranks)."""
@@ -218,7 +219,8 @@ class GradientProblem:
         cfg = self.run.config.train
         train_objective = float(progress.epoch_loss[0] / max(progress.epoch_loss[1], 1.0))
         evaluation = self.evaluate()
-        self.run.log({"step": progress.step, "epoch": progress.epoch + 1,
+        self.run.log({"step": progress.step, "of": self.total_steps,
+                      "epoch": progress.epoch + 1, "epochs": cfg.epochs,
                       "train_loss": train_objective, "test": evaluation, **self.clock_record()})
         score = next((evaluation[key] for key in ("log_loss", "rmse") if key in evaluation),
                      train_objective)  # lower is better
@@ -233,6 +235,20 @@ class GradientProblem:
             progress.stopped_early = progress.finished = True
         if progress.epoch >= cfg.epochs:
             progress.finished = True
+
+    def pace(self, step: int) -> dict:
+        """Where the run is and how fast it goes, for the log: the step of the total, rows per
+        second over this process's steps, and the estimated seconds left."""
+        total = self.total_steps
+        done = step - self._first_step
+        elapsed = time.perf_counter() - self._started
+        record = {"of": total}
+        if done > 0 and elapsed > 0:
+            cfg = self.run.config.train
+            rows = cfg.batch_size if cfg.batch_size else self.rows.shard.n_total
+            record["rows_per_s"] = round(min(rows, self.rows.shard.n_total) * done / elapsed)
+            record["eta_s"] = round(max(total - step, 0) * elapsed / done, 1)
+        return record
 
     def clock_record(self) -> dict:
         """Seconds computing and communicating so far, and bytes reduced (for the log)."""
@@ -299,6 +315,7 @@ class GradientProblem:
                                    data=self.rows.fingerprint)
         if found is None:
             return Progress(), None
+        self._first_step = found.step
         self.params = np.array(found.arrays["params"], dtype=np.float64)
         for name in state:
             state[name] = np.array(found.arrays[f"opt/{name}"])

@@ -320,7 +320,11 @@ def run_kmeans(run: RunContext, rows: RunData) -> Fitted:
         raise mark_raised_together(ValueError(
             f"kmeans.n_clusters={cfg.n_clusters} exceeds the {rows.shard.n_total} rows of "
             f"{config.data.train}"))
-    rounds = Rounds(run, rows, identity("kmeans", rows))
+    total = cfg.max_iter
+    if cfg.batch_size is not None:  # mini-batch: max_iter epochs of batches
+        total *= -(-rows.shard.n_total // cfg.batch_size)
+    rounds = Rounds(run, rows, identity("kmeans", rows), total,
+                    describe=lambda state: {"inertia": float(state["inertia"])})
     result = fit_kmeans(rows.shard.X, cfg.n_clusters, max_iter=cfg.max_iter, tol=cfg.tol,
                         seed=config.train.seed, batch_size=cfg.batch_size,
                         start=rounds.start_state(), on_iteration=rounds.after,

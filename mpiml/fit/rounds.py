@@ -10,6 +10,8 @@ rank exits with the reserved code. A resumed run passes the saved state back as 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..data.run_rows import RunData
@@ -28,10 +30,15 @@ def identity(kind: str, rows: RunData, **more) -> dict:
 class Rounds:
     """The per-round plumbing of one K-Means or boosting fit (see the module docstring)."""
 
-    def __init__(self, run: RunContext, rows: RunData, identity: dict):
+    def __init__(self, run: RunContext, rows: RunData, identity: dict, total: int,
+                 describe=None):
+        """``total``: the rounds the loop may run; ``describe(state)``: what the log says of a
+        round besides its pace (K-Means: inertia)."""
         self.run, self.rows, self.identity = run, rows, identity
-        self.step = 0
+        self.total, self.describe = total, describe
+        self.step = self._first_step = 0
         self.state: dict | None = None
+        self._started = time.perf_counter()
 
     def start_state(self) -> dict | None:
         """The saved state to resume from (0-d arrays back to Python numbers), or None."""
@@ -40,7 +47,7 @@ class Rounds:
                                             data=self.rows.fingerprint)
         if found is None:
             return None
-        self.step = self.run.checkpoints.last_step = found.step
+        self.step = self._first_step = self.run.checkpoints.last_step = found.step
         return {name[len(STATE):]: value.item() if value.ndim == 0 and name != STATE + "task"
                 else value for name, value in found.arrays.items() if name.startswith(STATE)}
 
@@ -50,12 +57,21 @@ class Rounds:
         self.step += 1
         self.state = state
         run.beat(self.step)
+        if self.step % run.config.train.log_every == 0:
+            run.log(self._pace(state))
         run.inject("before_allreduce", self.step)
         votes = run.agree()
         if votes[0] > 0 or run.checkpoints.due(self.step, votes[1]):
             self.save()
         if votes[0] > 0:
             run.stopped(self.step)
+
+    def _pace(self, state: dict) -> dict:
+        """The round of the total, seconds per round and the estimated seconds left."""
+        per_round = (time.perf_counter() - self._started) / (self.step - self._first_step)
+        record = {"step": self.step, "of": self.total, "seconds_per_round": round(per_round, 4),
+                  "eta_s": round(max(self.total - self.step, 0) * per_round, 1)}
+        return {**record, **(self.describe(state) if self.describe else {})}
 
     def save(self, finished: bool = False) -> None:
         arrays = {STATE + name: np.asarray(value) for name, value in self.state.items()}

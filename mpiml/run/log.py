@@ -48,13 +48,32 @@ def no_log(record: dict) -> None:
 
 
 def _format(record: dict) -> str:
+    """``key=value`` pairs; "step"/"of" and "epoch"/"epochs" as ``step=40/390``, seconds left as
+    ``eta=12s``; the clock split stays in the file only."""
     parts = []
     for key, value in record.items():
-        if isinstance(value, dict):
+        if key in ("of", "epochs"):
+            continue
+        if key in ("step", "epoch") and ("of" if key == "step" else "epochs") in record:
+            parts.append(f"{key}={value}/{record['of' if key == 'step' else 'epochs']}")
+        elif key == "eta_s":
+            parts.append(f"eta={_duration(value)}")
+        elif isinstance(value, dict):
             parts.extend(f"{key}.{k}={_short(v)}" for k, v in value.items())
         elif key not in ("compute_s", "comm_s", "bytes_reduced"):
             parts.append(f"{key}={_short(value)}")
     return "  ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def _short(value) -> str:

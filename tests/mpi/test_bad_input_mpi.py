@@ -451,6 +451,10 @@ ESTIMATOR_CASES = {  # case: (estimator factory, fit arguments, expected fragmen
 }
 
 
+#: Faults of one rank's rows that are no fault when that rank is the only one.
+ONLY_AMONG_PEERS = {"width on one rank"}
+
+
 @pytest.mark.parametrize("case", sorted(ESTIMATOR_CASES))
 def test_an_estimator_given_bad_arguments_raises_on_every_rank(root, case):
     import mpiml.estimators as estimators
@@ -461,6 +465,9 @@ def test_an_estimator_given_bad_arguments_raises_on_every_rank(root, case):
         X, y = rows()
         factory(estimators).fit(X, y)
 
+    if COMM.size == 1 and case in ONLY_AMONG_PEERS:
+        attempt()  # one rank with 3 features is a valid data set
+        return
     _check(root, attempt, expected, together=False)
 
 

@@ -292,7 +292,11 @@ def test_the_same_script_submitted_twice_leaves_the_first_job_alone(slurm, data_
     """docs/slurm.md: the second of two identical submissions fails at once on the run
     directory's lock, naming the first job, and the first finishes as if alone."""
     options = [f"--output={tmp_path}/twice-%j.out", "--ntasks-per-node=1"]  # both fit at once
-    overrides = sets(data_file, tmp_path / "twice", LONG)
+    # ~12 s of training: the second job must start (sbatch, scheduling, Python) while the first
+    # still runs, also on a loaded machine
+    longer = [item if not item.startswith("train.epochs=") else "train.epochs=320"
+              for item in LONG]
+    overrides = sets(data_file, tmp_path / "twice", longer)
     first = slurm.sbatch("train.sbatch", overrides, options=options)
     slurm.wait_for_file_text(tmp_path / "twice" / "metrics.jsonl", '"loss"', 1, timeout=60,
                              job_id=first)
