@@ -22,12 +22,18 @@ OPENMPI_FILES = ["test_collectives_mpi.py", "test_data_mpi.py", "test_trainer_mp
                  "test_estimators_mpi.py"]
 
 
+#: The bad-input matrix (95 cases, ~15 s a run) runs at 2 and 3 ranks, not again at 1 and 4.
+SAMPLE_ONLY_AT = (1, 4)
+
+
 @pytest.mark.parametrize(("mpi", "nprocs"), CASES, ids=[f"{m}-{n}" for m, n in CASES])
 def test_mpi_layer(mpi, nprocs, tmp_path):
     needs_openmpi(mpi)
     env = single_thread_env(MPIML_TEST_REPORT_DIR=str(tmp_path))
     inner = INNER if mpi == "mpich" else INNER[:-1] + [str(ROOT / "tests" / "mpi" / name)
                                                        for name in OPENMPI_FILES]
+    if mpi == "mpich" and nprocs in SAMPLE_ONLY_AT:  # 2 and 3 ranks run the whole matrix
+        inner = inner + ["--ignore", str(ROOT / "tests" / "mpi" / "test_bad_input_mpi.py")]
     job = run_mpi(nprocs, inner, timeout=900, mpi=mpi, env=env)
     assert not job.timed_out, f"MPI test layer hung after {job.seconds:.0f}s:\n{job.output[-8000:]}"
     assert job.returncode == 0, job.output[-8000:]

@@ -143,3 +143,26 @@ def test_kmeans_and_trees_log_every_round_with_its_pace(tmp_path, binary_file, k
     else:
         assert len(rounds) == total
     assert f"step=1/{total}" in job.output
+
+
+def test_records_carry_wall_time_and_identity_and_time_continues_across_a_resume(
+        tmp_path, binary_file):
+    """Issue 17: no record had the wall-clock time, mpiml version or config digest, and time_s
+    restarted in every resumed process."""
+    import mpiml
+    from mpiml import config as mpiml_config
+
+    cfg = write_config(tmp_path, binary_file)
+    assert run_mpi(2, ["-m", "mpiml.train", str(cfg), "--quiet", "--set", "train.epochs=1"],
+                   timeout=120).returncode == 0
+    assert run_mpi(2, ["-m", "mpiml.train", str(cfg), "--quiet", "--set", "train.epochs=2"],
+                   timeout=120).returncode == 0
+    records = [json.loads(line)
+               for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    times = [r["time_s"] for r in records]
+    assert times == sorted(times), "time_s continues across the resume"
+    assert all(abs(r["wall"] - records[0]["wall"]) < 600 for r in records)
+    starts = [r for r in records if r.get("event") == "start"]
+    digest = mpiml_config.load(cfg, ["train.epochs=2"]).digest()
+    assert len(starts) == 2 and starts[1]["config_digest"] == digest
+    assert all(s["version"] == mpiml.__version__ and s["lineage"] for s in starts)

@@ -103,7 +103,7 @@ def train(args, comm=None, stop=None) -> int:
     """
     from pathlib import Path
 
-    from .. import config
+    from .. import __version__, config
     from ..comm import on_root, world
     from ..files.atomic import atomic_text
     from ..files.model import save_model
@@ -157,7 +157,8 @@ def train(args, comm=None, stop=None) -> int:
                 on_root(lambda: atomic_text(out_dir / "config.yaml", config.dump(resolved)),
                         comm)
                 record = {"event": "start", "ranks": comm.Get_size(),
-                          "model": resolved.model.kind}
+                          "model": resolved.model.kind, "version": __version__,
+                          "config_digest": resolved.digest(), "lineage": run.checkpoints.lineage}
                 if KINDS[resolved.model.kind].gradient_trained:  # trees and K-Means have neither
                     record.update(optimizer=resolved.optimizer.name, mode=resolved.comm.mode)
                 log(record)

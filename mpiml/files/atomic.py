@@ -86,12 +86,13 @@ def stale_temporaries(directory) -> list[Path]:
     host, stale = socket.gethostname(), []
     for path in directory.iterdir():
         match = _TEMPORARY.match(path.name)
-        if match and match["host"] == host and not _alive(int(match["pid"])):
+        if match and match["host"] == host and not process_alive(int(match["pid"])):
             stale.append(path)
     return sorted(stale)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (it may be a zombie: see run.lock)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

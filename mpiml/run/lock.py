@@ -18,6 +18,8 @@ import socket
 import time
 from pathlib import Path
 
+from ..files.atomic import process_alive
+
 LOCK_NAME = ".mpiml.lock"
 
 
@@ -44,12 +46,8 @@ def _start_ticks(pid: int) -> int | None:
 def _alive(holder: dict) -> bool:
     """Whether the holder's process still runs (on this host)."""
     pid = int(holder.get("pid", -1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_alive(pid):
         return False
-    except PermissionError:
-        return True
     fields = _stat(pid)
     if fields is not None and fields[0] in ("Z", "X"):  # exited, not yet reaped
         return False

@@ -20,6 +20,7 @@ class RunLog:
     def __init__(self, path: Path, active: bool, quiet: bool = False):
         self.path, self.quiet, self.active = path, quiet, active
         self.start = time.perf_counter()
+        self._offset = 0.0  # time_s continues from the file's last record (a resumed run)
         self._file = None
 
     def set_root(self, active: bool) -> None:
@@ -29,8 +30,10 @@ class RunLog:
         if not self.active:
             return
         if self._file is None:
+            self._offset = _last_time(self.path)
             self._file = open(self.path, "a")
-        record = {"time_s": round(time.perf_counter() - self.start, 4), **record}
+        record = {"time_s": round(self._offset + time.perf_counter() - self.start, 4),
+                  "wall": round(time.time(), 3), **record}
         self._file.write(json.dumps(record, default=str) + "\n")
         self._file.flush()
         if not self.quiet:
@@ -60,9 +63,21 @@ def _format(record: dict) -> str:
             parts.append(f"eta={_duration(value)}")
         elif isinstance(value, dict):
             parts.extend(f"{key}.{k}={_short(v)}" for k, v in value.items())
-        elif key not in ("compute_s", "comm_s", "bytes_reduced"):
+        elif key not in ("compute_s", "comm_s", "bytes_reduced", "wall"):
             parts.append(f"{key}={_short(value)}")
     return "  ".join(parts)
+
+
+def _last_time(path: Path) -> float:
+    """The ``time_s`` of the last record in ``path`` (0 for a new or unreadable log)."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, 2)
+            log.seek(max(0, log.tell() - 65536))
+            lines = log.read().decode(errors="replace").strip().splitlines()
+        return float(json.loads(lines[-1])["time_s"]) if lines else 0.0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
 
 
 def _duration(seconds: float) -> str:
