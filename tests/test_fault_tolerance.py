@@ -267,6 +267,31 @@ def test_stopped_rank_is_detected_by_the_watchdog(tmp_path, data_file):
     assert "stall watchdog" in output and "late ranks: [2]" in output, output
 
 
+def late_ranks_named(heard: dict, seconds: float = 3.0) -> str:
+    """What rank 0's watchdog says of ``heard`` = {rank: (step, waiting, seconds ago)}."""
+    from mpiml.run.watchdog import StallWatchdog
+    watchdog = StallWatchdog.__new__(StallWatchdog)  # no thread, no MPI: the naming rule only
+    watchdog.seconds, now = seconds, 100.0
+    watchdog._heard = {rank: (step, waiting, now - ago) for rank, (step, waiting, ago)
+                       in heard.items()}
+    return watchdog._late_ranks(now)
+
+
+def test_a_stopped_rank_is_named_even_when_its_stale_report_says_waiting():
+    """CI saw 'late ranks: [0, 1, 2]': rank 2, stopped, last reported step 18 inside a
+    collective; ranks 0 and 1 waited in a reduction not marked as one (the epoch's evaluation).
+    The silent rank's stale 'waiting' made the others look late."""
+    said = late_ranks_named({0: (30, False, 0.0), 1: (30, False, 0.2), 2: (18, True, 3.4)})
+    assert said.startswith("late ranks: [2] "), said
+
+
+def test_a_rank_computing_while_the_others_wait_is_named():
+    said = late_ranks_named({0: (9, True, 0.0), 1: (9, False, 0.1), 2: (9, True, 0.1)})
+    assert said.startswith("late ranks: [1] "), said
+    said = late_ranks_named({0: (9, True, 0.0), 1: (9, True, 0.1), 2: (9, True, 0.1)})
+    assert said.startswith("every rank is alive and waiting"), said
+
+
 def test_hanging_rank_is_named_by_the_watchdog(tmp_path, data_file):
     cfg = make_config(tmp_path, data_file, fault={"stall_seconds": 2})
     job = train(cfg, fault="rank=1,step=9,at=before_allreduce,action=hang", timeout=60)

@@ -110,13 +110,17 @@ class StallWatchdog:
                 self._abort(stalled_for, now)
 
     def _late_ranks(self, now: float) -> str:
-        """Which ranks hold the others up: silent ones, ones behind the newest step, and ones
-        still computing while the rest wait inside the collective."""
+        """Which ranks hold the others up. Strongest evidence first: ranks gone silent or behind
+        the newest step; only when there are none, ranks still computing while the others wait
+        inside the collective. A silent rank's last report is stale, so it is never taken as
+        "the others wait" (a rank stopped mid-collective would otherwise blame everyone else)."""
+        fresh = {rank: (step, waiting) for rank, (step, waiting, seen) in self._heard.items()
+                 if rank == 0 or now - seen <= self.seconds / 2}
         newest = max(step for step, _, _ in self._heard.values())
-        someone_waits = any(waiting for _, waiting, _ in self._heard.values())
-        late = sorted(rank for rank, (step, waiting, seen) in self._heard.items()
-                      if step < newest or (rank != 0 and now - seen > self.seconds / 2)
-                      or (someone_waits and not waiting))
+        late = sorted(rank for rank, (step, _, _) in self._heard.items()
+                      if rank not in fresh or step < newest)
+        if not late and any(waiting for _, waiting in fresh.values()):
+            late = sorted(rank for rank, (_, waiting) in fresh.items() if not waiting)
         state = ", ".join(f"{rank}: step {step}{' waiting' if waiting else ''}"
                           for rank, (step, waiting, _) in sorted(self._heard.items()))
         if late:
