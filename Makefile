@@ -39,7 +39,7 @@ else ifneq ($(MPIML_SLURM_TESTS),1)
 SLURM_REASON := MPIML_SLURM_TESTS=$(MPIML_SLURM_TESTS)
 endif
 
-.PHONY: demo test test-serial test-slurm bench lint clean venv
+.PHONY: demo examples test test-serial test-slurm bench lint clean venv
 
 venv: $(STAMP)
 
@@ -63,6 +63,38 @@ data/quickstart.h5: | $(STAMP)
 	@mkdir -p data
 	$(PY) -m mpiml.data synth --task binary --rows 20000 --features 20 --test-rows 5000 \
 	    --seed 0 $@
+
+# The data of every shipped config (configs/*.yaml), made with the command of its `# Data:`
+# comment (tests/test_configs.py checks that the two agree).
+EXAMPLE_DATA := data/quickstart.h5 data/breast_cancer.h5 data/digits.h5 data/line.h5 \
+    data/regression.h5 data/binary_10k.h5 data/blobs.h5
+
+examples: $(EXAMPLE_DATA)
+	@echo "==> the data of every config in configs/ are in data/"
+
+data/breast_cancer.h5 data/digits.h5 data/line.h5 data/regression.h5 data/binary_10k.h5 \
+    data/blobs.h5: | $(STAMP)
+
+data/breast_cancer.h5:
+	$(PY) -m mpiml.data example breast_cancer $@
+
+data/digits.h5:
+	$(PY) -m mpiml.data example digits $@
+
+data/line.h5:
+	$(PY) -m mpiml.data example line $@
+
+data/regression.h5:
+	$(PY) -m mpiml.data synth --task regression --rows 50000 --features 30 --noise 0.5 \
+	    --test-rows 10000 --seed 1 $@
+
+data/binary_10k.h5:
+	$(PY) -m mpiml.data synth --task binary --rows 10000 --features 20 --test-rows 2000 \
+	    --seed 5 $@
+
+data/blobs.h5:
+	$(PY) -m mpiml.data synth --task blobs --classes 8 --rows 50000 --features 16 \
+	    --test-rows 5000 --seed 3 $@
 
 demo: $(STAMP) data/quickstart.h5
 	@echo "==> training logistic regression on 2 ranks with $(MPIEXEC) (configs/quickstart.yaml)"

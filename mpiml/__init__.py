@@ -12,6 +12,7 @@ _EXPORTS = {
     "allreduce": "mpiml.comm",
     "broadcast": "mpiml.comm",
     "load_shard": "mpiml.data",
+    "rebalance_shard": "mpiml.data",
     "row_range": "mpiml.data",
     "run_spmd": "mpiml.comm",
 }

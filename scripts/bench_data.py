@@ -61,7 +61,7 @@ def worker(path: str) -> None:
     for t in range(min(BATCHES_TIMED, plan.n_batches(0))):
         started = time.perf_counter()
         rows = plan.local_rows(0, t)
-        X_batch, y_batch = shard.batch(rows)
+        X_batch, y_batch, _ = shard.batch(rows)
         middle = time.perf_counter()
         model.loss_grad_sum(params, X_batch, y_batch, grad)
         gather_seconds += middle - started

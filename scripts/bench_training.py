@@ -266,7 +266,7 @@ def overhead_section(path: str, comm, epochs: int, repeats: int, out_dir: str) -
     buf = np.zeros(model.n_params + 4)
 
     def model_epoch():
-        for X, y in batches:
+        for X, y, _ in batches:
             model.loss_grad_sum(params, X, y, grad)
 
     def gather_epoch():

@@ -11,6 +11,8 @@ import yaml
 from datasets import make_problem, write_dense
 from launch import run_mpi, single_thread_env
 
+from mpiml.data.tools import convert, link
+
 CASES = {  # case: (config changes, extra arguments, file written by the case, expected)
     "three classes": ({"data": {"train": "three.h5"}}, [], "'binary' needs exactly 2"),
     "test width": ({"data": {"test": "narrow.h5"}}, [], "X_test has 3 features"),
@@ -23,6 +25,10 @@ CASES = {  # case: (config changes, extra arguments, file written by the case, e
     "overflow": ({"data": {"train": "huge.h5"}}, [], "non-finite loss at step 1"),
     "float32 overflow": ({"data": {"train": "huge.h5", "dtype": "float32"}}, [],
                          "which overflows float32"),
+    "linked input missing": ({"data": {"train": "linked.h5"}}, [],
+                             "linked.h5: data set 'X' is linked to inputs that do not exist: half2.h5"),
+    "converted without a test split": ({"data": {"test": "converted.h5"}}, [],
+                                       "converted.h5: no data set 'X_test'"),
 }
 
 
@@ -34,6 +40,12 @@ def files(tmp_path_factory):
     write_dense(root / "three.h5", X, np.arange(300) % 3)
     write_dense(root / "narrow.h5", X, y, X[:50, :3], y[:50])
     write_dense(root / "huge.h5", X * 1e300, y)
+    write_dense(root / "half1.h5", X[:150], y[:150])
+    write_dense(root / "half2.h5", X[150:], y[150:])
+    link(root / "linked.h5", [root / "half1.h5", root / "half2.h5"])
+    (root / "half2.h5").unlink()  # a linked file whose second input is gone
+    np.savez(root / "ok.npz", X=X, y=y)
+    convert(root / "ok.npz", root / "converted.h5")  # X and y only: no --test-fraction
     return root
 
 

@@ -114,3 +114,18 @@ def adjusted_rand_of_predictions(model, data) -> float:
     assert job.returncode == 0, job.output
     with h5py.File(out) as pred, h5py.File(data) as src:
         return adjusted_rand_score(src["y_test"][()], pred["prediction"][()])
+
+
+def test_make_examples_runs_the_data_command_of_every_shipped_config():
+    """`make examples` makes data/ for every config in configs/ with the command its `# Data:`
+    comment names: the commands make would run (make -n: nothing is run) are exactly those."""
+    from mpiml import config
+
+    job = run(["make", "-n", "-B", "--no-print-directory", "-C", str(ROOT), "examples",
+               "PY=python"], timeout=60)
+    assert job.returncode == 0, job.output
+    printed = job.output.replace("\\\n", " ").splitlines()
+    made = {" ".join(line.split()) for line in printed if line.startswith("python -m mpiml.data")}
+    wanted = {" ".join(config.data_recipe(path).split())
+              for path in (ROOT / "configs").glob("*.yaml")}
+    assert made == wanted, (sorted(made - wanted), sorted(wanted - made))

@@ -262,10 +262,11 @@ def test_shard_batch_gathers_rows_and_labels(tmp_path, sparse):
     X, y = random_data()
     shard = load_shard((write_csr if sparse else write_dense)(tmp_path / "g.h5", X, y))
     rows = np.array([3, 4, 40])
-    X_batch, y_batch = shard.batch(rows)
+    X_batch, y_batch, w_batch = shard.batch(rows)
     np.testing.assert_array_equal(X_batch.toarray() if sparse else X_batch, X[rows])
     np.testing.assert_array_equal(y_batch, y[rows])
-    empty, _ = shard.batch(np.empty(0, dtype=np.intp))
+    assert w_batch is None  # no sample weights
+    empty, _, _ = shard.batch(np.empty(0, dtype=np.intp))
     assert empty.shape == (0, 7)
 
 

@@ -30,6 +30,12 @@ CHECK_PARAMS = {"MLPClassifier": {"max_iter": 50}, "MLPRegressor": {"max_iter": 
 #: Checks that skip themselves when an optional package or setting is absent (they never skip
 #: because of the estimator): pandas inputs, and the array-API dispatch scipy must enable.
 ENVIRONMENT_SKIPS = ("pandas is not installed", "SCIPY_ARRAY_API is not set")
+#: Checks expected to fail, as scikit-learn expects of its own KMeans: k-means++ draws from
+#: the rows, so repeating rows instead of weighing them changes the draws and the clusters.
+EXPECTED_FAILURES = {"KMeans": {
+    check: "repeated rows change the k-means++ draws, so the clusters differ"
+    for check in ("check_sample_weight_equivalence_on_dense_data",
+                  "check_sample_weight_equivalence_on_sparse_data")}}
 LINEAR = ("LinearRegression", "Ridge", "LogisticRegression", "SoftmaxRegression", "LinearSVC")
 CLASSIFIERS = ("LogisticRegression", "SoftmaxRegression", "LinearSVC", "MLPClassifier",
                "HistGradientBoostingClassifier")
@@ -39,9 +45,10 @@ CLASSIFIERS = ("LogisticRegression", "SoftmaxRegression", "LinearSVC", "MLPClass
 @pytest.mark.parametrize("name", sorted(E.ESTIMATORS))
 def test_check_estimator_passes(name):
     estimator = E.ESTIMATORS[name](**CHECK_PARAMS.get(name, {}))
-    results = check_estimator(estimator, on_skip=None, on_fail=None)
+    results = check_estimator(estimator, on_skip=None, on_fail=None,
+                              expected_failed_checks=EXPECTED_FAILURES.get(name))
     failed = [f"{r['check_name']}: {r['exception']!r}" for r in results
-              if r["status"] != "passed" and not (
+              if r["status"] not in ("passed", "xfail") and not (
                   r["status"] == "skipped"
                   and any(reason in str(r["exception"]) for reason in ENVIRONMENT_SKIPS))]
     assert not failed, "\n".join(failed)
@@ -229,7 +236,9 @@ def test_save_keeps_text_labels_and_feature_count(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
-def test_load_refuses_a_model_file_not_written_by_an_estimator(tmp_path):
+def test_load_refuses_a_model_file_without_estimator_or_run_config(tmp_path):
+    """A model file that neither an estimator nor a training run wrote (no config to rebuild
+    the hyperparameters from) is refused with a clear message."""
     from mpiml.files.model import save_model
 
     model, _, _ = fitted("LinearRegression")

@@ -5,7 +5,7 @@ import sys
 
 from launch import run
 
-from mpiml.cli.plot import latest_history
+from mpiml.cli.plot import curves, latest_history
 
 
 def write_run(run_dir, records):
@@ -38,3 +38,19 @@ def test_latest_history_keeps_resumed_segments_and_drops_older_runs():
     resumed = [{"event": "start"}, {"event": "resume", "step": 1}, {"step": 2, "loss": 0.5}]
     assert latest_history(old + fresh + resumed) == fresh + resumed
     assert latest_history(old) == old
+
+
+def test_every_model_kind_has_curves():
+    gradient = [{"step": 5, "loss": 0.7}, {"step": 10, "train_loss": 0.6,
+                                            "test": {"accuracy": 0.8},
+                                            "validation": {"log_loss": 0.5}}]
+    kmeans = [{"step": 1, "of": 9, "inertia": 40.0}, {"step": 2, "of": 9, "inertia": 31.0}]
+    boosting = [{"step": 1, "validation_loss": 0.6}, {"step": 2, "validation_loss": 0.55},
+                {"step": 2, "train_loss": 0.4, "test": {"accuracy": 0.9}}]
+    training, held_out = curves(gradient + [{"event": "done", "step": 10, "test": {"a": 1}}])
+    assert training == {"training objective (batch)": [(5, 0.7)], "training loss": [(10, 0.6)]}
+    assert held_out == {"test accuracy": [(10, 0.8)], "validation log_loss": [(10, 0.5)]}
+    assert curves(kmeans)[0] == {"inertia": [(1, 40.0), (2, 31.0)]}
+    training, held_out = curves(boosting)
+    assert held_out["validation loss"] == [(1, 0.6), (2, 0.55)]
+    assert training == {"training loss": [(2, 0.4)]} and held_out["test accuracy"] == [(2, 0.9)]

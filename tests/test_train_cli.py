@@ -1,6 +1,7 @@
 """`python -m mpiml.train` and `python -m mpiml.predict` as users run them, under real launchers."""
 
 import json
+import re
 import sys
 
 import h5py
@@ -166,3 +167,50 @@ def test_records_carry_wall_time_and_identity_and_time_continues_across_a_resume
     digest = mpiml_config.load(cfg, ["train.epochs=2"]).digest()
     assert len(starts) == 2 and starts[1]["config_digest"] == digest
     assert all(s["version"] == mpiml.__version__ and s["lineage"] for s in starts)
+
+
+def files_under(path):
+    return {p: p.stat().st_mtime_ns for p in sorted(path.rglob("*"))}
+
+
+def test_dry_run_prints_what_each_rank_would_hold_and_writes_nothing(tmp_path, binary_file):
+    """Issue 17: --print-config checked the config but not the data. 1000 training rows on 3
+    ranks: 334, 333, 333; 200 validation and test rows: 67, 67, 66; 64-row batches: 16 steps."""
+    cfg = write_config(tmp_path, binary_file, data={
+        "validation": str(binary_file), "validation_x": "X_test", "validation_y": "y_test"})
+    before = files_under(tmp_path)
+    job = run_mpi(3, ["-m", "mpiml.train", str(cfg), "--dry-run"], timeout=60, cwd=tmp_path)
+    assert job.returncode == 0, job.output
+    assert files_under(tmp_path) == before, "nothing written, output.dir not created"
+    lines = job.output.splitlines()
+    assert lines[0] == f"mpiml: dry run of {cfg} on 3 ranks (nothing trained or written)"
+    assert lines[1:7] == ["train rows: 1000 (rank 0: 334, ranks 1-2: 333)",
+                          "validation rows: 200 (ranks 0-1: 67, rank 2: 66)",
+                          "test rows: 200 (ranks 0-1: 67, rank 2: 66)",
+                          "features: 6",
+                          "classes: 2 (0.0, 1.0)",
+                          "steps per epoch: 16; steps in all: at most 48 (mini-batches of 64 "
+                          "rows)"], job.output
+    memory = re.fullmatch(r"memory per rank \(estimate, largest rank\): (.+) = data (.+) \+ "
+                          r"model (.+) \+ working arrays (.+)", lines[7])
+    assert memory, job.output
+    # rank 0's rows: 6 float64 features and an int64 class index each
+    assert memory[2] == f"{(334 + 67 + 67) * (6 * 8 + 8) / 1024:.3g} KiB"
+    assert memory[3] == f"{2 * 7 * 8} B"  # sgd: the 7 parameters and their gradient
+    assert len(lines) == 8, job.output
+
+
+def test_dry_run_fails_on_bad_data_with_the_error_training_gives(tmp_path, binary_file):
+    """The dry run reads every row, as training does: a NaN deep in one rank's rows ends both
+    with the same one line, and neither creates output.dir."""
+    with h5py.File(binary_file, "a") as data:
+        data["X"][700, 2] = np.nan
+    cfg = write_config(tmp_path, binary_file)
+    errors = []
+    for flags in ([], ["--dry-run"]):
+        job = run_mpi(3, ["-m", "mpiml.train", str(cfg), *flags], timeout=60)
+        assert job.returncode == 1, job.output
+        errors.append([line for line in job.output.splitlines() if "mpiml: error:" in line])
+    assert errors[0] == errors[1] and len(errors[0]) == 1, errors
+    assert "global row 700, column 2" in errors[0][0]
+    assert not (tmp_path / "run").exists()

@@ -1,9 +1,11 @@
-"""The ``python -m mpiml.data`` command line: make, convert and inspect HDF5 training data.
+"""The ``python -m mpiml.data`` command line: make, convert, link and inspect HDF5 training data.
 
 Subcommands (docs/data.md), each a function of :mod:`mpiml.data.tools`:
 
 * ``synth``   -- a synthetic data set drawn from a hidden model fixed by the seed;
-* ``convert`` -- CSV, LIBSVM/svmlight, .npy or .npz to HDF5;
+* ``convert`` -- CSV, LIBSVM/svmlight, .npy, .npz or Parquet to HDF5, optionally split into
+  training, test and validation sets;
+* ``link``    -- several HDF5 files as one data set (virtual data sets, no rows copied);
 * ``inspect`` -- data sets, shapes, dtypes, label counts and NaN/Inf counts (streamed);
 * ``example`` -- scikit-learn's bundled data sets with a fixed train/test split.
 
@@ -19,7 +21,7 @@ import math
 import os
 import sys
 
-from ..data.tools import convert, inspect, synth, write_example
+from ..data.tools import convert, inspect, link, synth, write_example
 from ..data.tools.examples import EXAMPLES
 from ..data.tools.synthetic import SYNTH_TASKS
 from . import add_version
@@ -55,6 +57,13 @@ def _number(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not in [0, 1)")
+    return value
+
+
 def _label_column(text: str) -> str | int | None:
     if text.lower() == "none":
         return None
@@ -66,7 +75,7 @@ def _label_column(text: str) -> str | int | None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Make, convert and inspect HDF5 training data for mpiml "
+        prog=PROG, description="Make, convert, link and inspect HDF5 training data for mpiml "
                                "(see docs/data.md).")
     add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -93,14 +102,16 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--force", action="store_true", help="overwrite OUT")
     make.add_argument("out", metavar="OUT.h5")
 
-    conv = commands.add_parser("convert", help="convert CSV, LIBSVM, .npy or .npz to HDF5",
+    conv = commands.add_parser("convert", help="convert CSV, LIBSVM, .npy, .npz or Parquet "
+                                               "to HDF5",
                                description=convert.__doc__.split("\n\n")[0])
-    conv.add_argument("src", metavar="IN")
+    conv.add_argument("src", metavar="IN", help="input file (a directory: Parquet files)")
     conv.add_argument("out", metavar="OUT.h5")
-    conv.add_argument("--format", choices=("csv", "libsvm", "npy", "npz"),
+    conv.add_argument("--format", choices=("csv", "libsvm", "npy", "npz", "parquet"),
                       help="input format (default: from the extension)")
     conv.add_argument("--label-column", type=_label_column, default=-1,
-                      help="CSV label column: name, index (default -1 = last) or none")
+                      help="CSV/Parquet label column: name, index (default -1 = last) or "
+                           "none")
     conv.add_argument("--header", choices=("auto", "yes", "no"), default="auto")
     conv.add_argument("--delimiter", help="CSV delimiter (default ',' or tab for .tsv)")
     conv.add_argument("--n-features", type=_positive_int, help="LIBSVM: number of features")
@@ -109,7 +120,26 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--x-key", default="X", help=".npz: array of features (default X)")
     conv.add_argument("--y-key", default="y", help=".npz: array of labels (default y)")
     conv.add_argument("--dtype", choices=("float32", "float64"))
+    conv.add_argument("--test-fraction", type=_fraction, default=0.0,
+                      help="move this share of the rows, at random, to X_test/y_test "
+                           "(default 0)")
+    conv.add_argument("--validation-fraction", type=_fraction, default=0.0,
+                      help="move this share of the rows, at random, to X_val/y_val (default 0)")
+    conv.add_argument("--split-seed", type=_non_negative_int, default=0,
+                      help="seed of the random split (default 0)")
     conv.add_argument("--force", action="store_true", help="overwrite OUT")
+
+    join = commands.add_parser("link", help="join HDF5 files into one data set without "
+                                            "copying rows",
+                               description="Join HDF5 files into one data set: OUT's virtual "
+                                           "data sets X and y (and X_test/y_test, X_val/y_val "
+                                           "when every input has them) are the inputs' rows "
+                                           "in order; no row is copied. Dense X only.")
+    join.add_argument("out", metavar="OUT.h5")
+    join.add_argument("sources", metavar="IN.h5", nargs="+")
+    join.add_argument("--absolute", action="store_true",
+                      help="store absolute paths (default: relative to OUT's directory)")
+    join.add_argument("--force", action="store_true", help="overwrite OUT")
 
     look = commands.add_parser("inspect", help="describe an HDF5 data file")
     look.add_argument("path", metavar="FILE.h5")
@@ -143,7 +173,13 @@ def _run(args: argparse.Namespace) -> None:
         convert(args.src, args.out, fmt=args.format, label_column=args.label_column,
                 header=args.header, delimiter=delimiter, n_features=args.n_features,
                 zero_based=args.zero_based, x_key=args.x_key, y_key=args.y_key,
-                dtype=args.dtype, progress=progress)
+                dtype=args.dtype, test_fraction=args.test_fraction,
+                validation_fraction=args.validation_fraction, split_seed=args.split_seed,
+                progress=progress)
+    elif args.command == "link":
+        _check_output(args.out, args.force)
+        for note in link(args.out, args.sources, absolute=args.absolute):
+            sys.stderr.write(f"{PROG} link: note: {note}\n")
     elif args.command == "inspect":
         sys.stdout.write(inspect(args.path) + "\n")
     else:

@@ -1,8 +1,9 @@
 """Training curves from a run directory: ``python -m mpiml.plot RUN_DIR [--out FILE.png]``.
 
 Reads ``RUN_DIR/metrics.jsonl`` and draws, in one PNG (default ``RUN_DIR/curves.png``): the
-training loss per logged step, the test metrics per evaluation, and the split of wall time into
-computing and communicating. Needs matplotlib (in a checkout: ``pip install -e '.[plot]'``).
+training curves (loss per logged step and epoch, K-Means' inertia), the test and validation
+metrics per evaluation (boosting: the validation loss per round), and the split of wall time
+into computing and communicating. Needs matplotlib (in a checkout: ``pip install -e '.[plot]'``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,30 @@ def latest_history(records: list[dict]) -> list[dict]:
     return records
 
 
+def curves(records: list[dict]) -> tuple[dict, dict]:
+    """The lines to draw, ``label -> [(step, value), ...]``, of the training panel (the batch
+    objective, each epoch's training loss, K-Means' inertia, boosting's training loss) and of
+    the held-out panel (every test and validation metric, boosting's per-round validation
+    loss), for every model kind's records."""
+    training: dict[str, list] = {}
+    held_out: dict[str, list] = {}
+    for record in records:
+        step = record.get("step")
+        if step is None or record.get("event") == "done":
+            continue
+        for key, label in (("loss", "training objective (batch)"),
+                           ("train_loss", "training loss"), ("inertia", "inertia")):
+            if key in record:
+                training.setdefault(label, []).append((step, record[key]))
+        if "validation_loss" in record:
+            held_out.setdefault("validation loss", []).append((step, record["validation_loss"]))
+        for part in ("test", "validation"):
+            for name, value in (record.get(part) or {}).items():
+                if isinstance(value, (int, float)):
+                    held_out.setdefault(f"{part} {name}", []).append((step, value))
+    return training, held_out
+
+
 def plot(run_dir: Path, out: Path) -> Path:
     """Render the curves of ``run_dir`` into ``out`` and return it."""
     import matplotlib
@@ -47,24 +72,18 @@ def plot(run_dir: Path, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     records = latest_history(read_records(run_dir))
-    losses = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r]
-    tests = [(r["step"], r["test"]) for r in records
-             if isinstance(r.get("test"), dict) and r["test"] and r.get("event") != "done"]
+    training, held_out = curves(records)
     timed = [r for r in records if "compute_s" in r]
-    figure, (ax_loss, ax_test, ax_time) = plt.subplots(1, 3, figsize=(15, 4))
-    if losses:
-        ax_loss.plot(*zip(*losses, strict=True), label="training objective (batch)")
-    epochs = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
-    if epochs:
-        ax_loss.plot(*zip(*epochs, strict=True), "o-", label="training loss (epoch)")
-    ax_loss.set(xlabel="step", ylabel="loss", title="training")
-    ax_loss.legend(loc="best")
-    for name in sorted({key for _, metrics in tests for key in metrics}):
-        points = [(step, metrics[name]) for step, metrics in tests if name in metrics]
-        ax_test.plot(*zip(*points, strict=True), "o-", label=name)
-    ax_test.set(xlabel="step", title="test set")
-    if tests:
-        ax_test.legend(loc="best")
+    figure, (ax_loss, ax_held, ax_time) = plt.subplots(1, 3, figsize=(15, 4))
+    for axis, lines, title in ((ax_loss, training, "training"),
+                               (ax_held, held_out, "held-out sets")):
+        for label, points in sorted(lines.items()):
+            style = "--" if label.startswith("validation") else "-"
+            axis.plot(*zip(*points, strict=True), style, marker="o" if len(points) < 50
+                      else None, label=label)
+        axis.set(xlabel="step", title=title)
+        if lines:
+            axis.legend(loc="best")
     if timed:
         steps = [r["step"] for r in timed]
         ax_time.stackplot(steps, [r["compute_s"] for r in timed], [r["comm_s"] for r in timed],

@@ -8,7 +8,8 @@ through :func:`mpiml.run_spmd` (exit 1; configuration and data errors are printe
 
 SIGTERM and SIGUSR1 (Slurm time limits, preemption) make every rank stop at the next step
 boundary; rank 0 writes a checkpoint and the job exits with 75. A restarted job resumes from the
-newest valid checkpoint (``--resume auto``, the default).
+newest valid checkpoint (``--resume auto``, the default). ``--dry-run`` reads the config and the
+data and reports what training would hold, writing nothing (:mod:`.dry_run`).
 
 Exit codes: 0 success (also "already finished": nothing to do), 1 error, 75 stopped on a signal
 after writing a checkpoint, 76 stopped on a signal with checkpoints disabled (nothing saved), 130
@@ -52,6 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="override one config value (repeatable), e.g. --set optimizer.lr=0.1")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (defaults if no file) and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="read the config and open the data on every rank, print the rows "
+                             "per rank, features, classes, steps per epoch and estimated "
+                             "memory per rank, and exit without training or writing anything")
     parser.add_argument("--quiet", action="store_true", help="no per-step lines on stdout")
     parser.add_argument("--resume", metavar="auto|never|PATH",
                         help="resume from the newest valid checkpoint of this run (auto, the "
@@ -172,7 +177,9 @@ def train(args, comm=None, stop=None) -> int:
             on_root(lambda: save_model(model_path, result.saved, config.dump(resolved)),
                     result.comm, share=False)
             log({"event": "done", "steps": result.steps, "stopped_early": result.stopped_early,
-                 "test": result.metrics, "model": str(model_path)})
+                 "test": result.metrics, **({"validation": result.validation}
+                                            if result.validation else {}),
+                 "model": str(model_path)})
             log.close()  # before the last (watched) barrier: every record is on disk
             run.inject("finish", result.steps)
     finally:
@@ -187,6 +194,19 @@ def train(args, comm=None, stop=None) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def dry_run(args, comm=None) -> None:
+    """``--dry-run``: check the launch and read the config as training does, then report what
+    training would hold (:func:`.dry_run.describe_run`) without writing anything; collective."""
+    from ..comm import world
+    from ..run.launchcheck import check_launch
+    from .dry_run import describe_run
+
+    if comm is None:  # the CLI's job: COMM_WORLD must hold every rank the launcher started
+        check_launch(world(comm).Get_size())
+    comm = world(comm)
+    describe_run(args.config, resolve_config(args, comm), comm)
 
 
 def main(argv=None) -> int:
@@ -204,6 +224,12 @@ def main(argv=None) -> int:
             sys.stderr.write(f"mpiml: error: {exc}\n")
             return 1
         return 0
+    if args.dry_run:
+        for variable in BLAS_THREAD_VARIABLES:
+            os.environ.setdefault(variable, "1")
+        from ..comm.spmd import run_program
+
+        return run_program(lambda: dry_run(args))
     stop = prepare_process()
     from ..comm.spmd import run_program
 

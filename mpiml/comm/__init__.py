@@ -14,6 +14,7 @@ from .collectives import (
     allreduce,
     broadcast,
     broadcast_object,
+    exchange_bytes,
     gather_rows,
     rank_and_size,
     start_allreduce,
@@ -26,6 +27,6 @@ from .ulfm import RankFailure
 __all__ = [
     "ALGORITHMS", "DEFAULT_RING_THRESHOLD", "CollectiveError", "PendingAllreduce", "RankFailure",
     "Reducer", "agree_on_error", "allgather_object", "allreduce", "any_true", "broadcast",
-    "broadcast_object", "gather_rows", "mark_raised_together", "on_root", "raise_together",
-    "rank_and_size", "run_spmd", "start_allreduce", "world",
+    "broadcast_object", "exchange_bytes", "gather_rows", "mark_raised_together", "on_root",
+    "raise_together", "rank_and_size", "run_spmd", "start_allreduce", "world",
 ]

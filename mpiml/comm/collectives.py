@@ -1,4 +1,5 @@
-"""Moving numpy buffers between ranks: allreduce (native, ring, tree, auto), broadcast, gathers.
+"""Moving numpy buffers between ranks: allreduce (native, ring, tree, auto), broadcast, gathers,
+and the all-to-all exchange of bytes that rebalances rows.
 
 Every function takes ``comm`` explicitly (default ``MPI.COMM_WORLD``) and knows nothing of
 models. ``mpi4py.MPI`` is imported lazily (:func:`mpiml.comm.ulfm.mpi`), so that ``import mpiml``
@@ -283,6 +284,32 @@ def gather_rows(local: np.ndarray, comm=None, root: int = 0) -> np.ndarray | Non
                    dtype=local.dtype)
     comm.Gatherv(local, (out, counts), root=root)
     return out
+
+
+@translating_failures
+def exchange_bytes(send: np.ndarray, send_counts, comm=None) -> tuple[np.ndarray, np.ndarray]:
+    """Send ``send_counts[d]`` bytes of ``send`` to every rank d, in rank order (rank 0's bytes
+    first), and return ``(received, received_counts)``: the bytes from every rank in rank order,
+    and how many came from each. Collective: an Alltoall of the counts, then one Alltoallv.
+
+    ``send`` is a 1-D uint8 array of ``sum(send_counts)`` bytes (the caller sizes it from the
+    counts). Besides it, only the received bytes are allocated. Past 2**31 bytes between two
+    ranks, mpi4py needs an MPI library with MPI-4's large-count routines.
+    """
+    comm = world(comm)
+    MPI = _mpi()
+    send_counts = np.asarray(send_counts, dtype=np.int64)
+    received_counts = np.empty_like(send_counts)
+    comm.Alltoall(send_counts, received_counts)
+    received = np.empty(int(received_counts.sum()), dtype=np.uint8)
+    comm.Alltoallv([send, (send_counts, _offsets(send_counts)), MPI.BYTE],
+                   [received, (received_counts, _offsets(received_counts)), MPI.BYTE])
+    return received, received_counts
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    """Where each rank's bytes start in a buffer holding them in rank order."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
 
 @translating_failures

@@ -105,6 +105,8 @@ def _coerce(section: str, key: str, value, type_text: str):
             raise ConfigError(f"{where} must be a non-empty list of positive integers; "
                               f"got {value!r}")
         value = tuple(value)
+    elif base == "str | dict":
+        value = _class_weights(where, value)
     choices = CHOICES.get((section, key))
     if choices is not None and value not in choices:
         shown = ", ".join("null" if c is None else c for c in choices)
@@ -187,7 +189,32 @@ def _resolve(config: Config) -> Config:
     return config
 
 
+def _class_weights(where: str, value):
+    """``balanced``, or a mapping of numeric labels to finite weights >= 0 (a new dict)."""
+    if value == "balanced":
+        return value
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where} must be balanced or a mapping {{label: weight}}; got "
+                          f"{value!r}")
+    weights = {}
+    for label, weight in value.items():
+        if isinstance(label, bool) or not isinstance(label, (int, float)):
+            raise ConfigError(f"{where}: label {label!r} must be a number (the labels of the "
+                              "training file)")
+        if (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                or not math.isfinite(weight) or weight < 0):
+            raise ConfigError(f"{where}: the weight of label {label} must be a finite number "
+                              f">= 0; got {weight!r}")
+        weights[label] = float(weight)
+    return weights
+
+
 def _check_consistency(config: Config) -> None:
+    task = KINDS[config.model.kind].task
+    if config.model.class_weight is not None and task not in ("binary", "multiclass"):
+        raise ConfigError(f"model.class_weight weighs the classes of a classifier; model.kind "
+                          f"{config.model.kind} is {task}: set model.class_weight to null "
+                          "(data.weight weighs rows)")
     if config.optimizer.name == "lbfgs":
         if config.model.l1_ratio > 0 and config.model.alpha > 0:
             raise ConfigError("optimizer.name lbfgs handles only smooth penalties: set "
@@ -222,6 +249,17 @@ def _check_consistency(config: Config) -> None:
         if block and mini_batches and config.train.batch_size % block:
             raise ConfigError(f"train.reproducible: train.batch_size ({config.train.batch_size})"
                               f" must be a multiple of train.block_rows ({block})")
+    validation = bool(config.data.validation or config.data.validation_fraction)
+    if config.data.validation and config.data.validation_fraction:
+        raise ConfigError("data.validation and data.validation_fraction both give a validation "
+                          "set: set one of them (the other to null / 0)")
+    family = KINDS[config.model.kind].family
+    if validation and family == "kmeans":
+        raise ConfigError("model.kind kmeans uses no validation set: remove data.validation / "
+                          "data.validation_fraction")
+    if family == "hgbt" and config.train.patience and not validation:
+        raise ConfigError("boosting's early stopping (train.patience) watches a validation set:"
+                          " set data.validation or data.validation_fraction")
     if config.optimizer.schedule == "step" and config.optimizer.step_size is None:
         raise ConfigError("optimizer.schedule step needs optimizer.step_size")
 

@@ -10,7 +10,8 @@ import yaml
 from .schema import CHOICES, RANGES, SECTIONS, STRICTLY_POSITIVE
 
 _TYPE_WORDS = {"str": "string", "int": "integer", "float": "number", "bool": "true or false",
-               "tuple[int, ...]": "list of integers"}
+               "tuple[int, ...]": "list of integers",
+               "str | dict": "balanced or a mapping label: weight"}
 
 
 def reference_markdown() -> str:

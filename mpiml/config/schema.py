@@ -28,9 +28,21 @@ class DataConfig:
     train: str = knob("", "HDF5 file to train on (required)")
     x: str = knob("X", "data set (dense 2-D) or group (CSR) of features in `train`")
     y: str = knob("y", "data set of labels or targets in `train`")
+    weight: str | None = knob(None, "data set of per-row sample weights in `train` (finite, "
+                                    ">= 0, not all 0): the loss becomes sum w_i l_i / sum w_i; "
+                                    "null: every row weighs 1")
     test: str | None = knob(None, "HDF5 file with held-out rows (may be the training file)")
     test_x: str = knob("X_test", "features in `test`")
     test_y: str = knob("y_test", "labels in `test`")
+    validation: str | None = knob(None, "HDF5 file with validation rows, which early "
+                                        "stopping and train.restore_best watch (may be the "
+                                        "training file; not with validation_fraction)")
+    validation_x: str = knob("X_val", "features in `validation`")
+    validation_y: str = knob("y_val", "labels in `validation`")
+    validation_fraction: float = knob(0.0, "hold out this share of the training rows as the "
+                                           "validation set: chosen by global row (whole blocks "
+                                           "in reproducible mode) from train.seed, the same "
+                                           "rows on any number of ranks; 0: none")
     dtype: str | None = knob(None, "convert features on load: float32 or float64 "
                                    "(null: as stored)")
     standardize: bool = knob(False, "scale features by the global mean and standard deviation "
@@ -53,6 +65,11 @@ class ModelConfig:
     hidden: tuple[int, ...] = knob((64,), "mlp: widths of the hidden layers, e.g. [128, 64]")
     activation: str = knob("relu", "mlp: relu (He init) or tanh (Glorot init)")
     init_from: str | None = knob(None, "a saved model.h5 to continue training from")
+    class_weight: str | dict | None = knob(None, "classifiers: multiply each row's weight by "
+                                                 "its class's: balanced (total weight / "
+                                                 "(classes x the class's total weight), from "
+                                                 "all ranks' rows) or a mapping {label: "
+                                                 "weight} (other classes weigh 1); null: none")
 
 
 @dataclass(frozen=True)
@@ -89,9 +106,13 @@ class TrainConfig:
     log_every: int = knob(50, "steps between loss lines in metrics.jsonl")
     eval_every: int | None = knob(None, "steps between test-set evaluations (each epoch's end "
                                         "is always evaluated)")
-    patience: int | None = knob(None, "early stopping: epochs without improvement of the "
-                                      "test log-loss/RMSE (or training loss) before stopping")
+    patience: int | None = knob(None, "early stopping: epochs (boosting: rounds) without "
+                                      "improvement of the validation log-loss/RMSE (without a "
+                                      "validation set: the training loss) before stopping; "
+                                      "never the test set")
     min_delta: float = knob(0.0, "early stopping: smallest improvement that counts")
+    restore_best: bool = knob(True, "with a validation set: end with the parameters (trees)"
+                                    " of the best validation score, not the last")
     reproducible: bool = knob(False, "bit-identical results on any number of ranks (exact "
                                      "block sums; sync mode; see docs/reproducibility.md)")
     block_rows: int | None = knob(None, "reproducible mode: rows per block, the unit of the "
@@ -114,9 +135,19 @@ class CommConfig:
 
 @dataclass(frozen=True)
 class KMeansConfig:
-    """K-Means (model.kind: kmeans): k-means++ seeding, Lloyd or mini-batch iterations."""
+    """K-Means (model.kind: kmeans): k-means++ or random seeding, or centres from a file; Lloyd
+    or mini-batch iterations; the best of n_init fits."""
 
     n_clusters: int = knob(8, "number of clusters")
+    init: str = knob("k-means++", "initial centres: k-means++ or random (n_clusters distinct "
+                                  "rows drawn uniformly); the same centres on any number of "
+                                  "ranks. Not used with init_file")
+    init_file: str | None = knob(None, "HDF5 file with the initial centres: data set `centers` "
+                                       "of shape n_clusters x n_features, or `file.h5:name` "
+                                       "for another data set (e.g. a K-Means model.h5:"
+                                       "model/centers)")
+    n_init: int = knob(1, "fits run, fit i seeded with train.seed + i; the one with the lowest "
+                          "inertia is kept. With init_file one fit is run (more warns)")
     max_iter: int = knob(300, "Lloyd iterations (mini-batch: epochs)")
     tol: float = knob(1e-4, "stop when the squared centre shift is below tol x mean variance")
     batch_size: int | None = knob(None, "global mini-batch size (null: full-batch Lloyd)")
@@ -229,10 +260,12 @@ CHOICES = {
     ("optimizer", "schedule"): ("constant", "step", "cosine", "invscaling"),
     ("comm", "mode"): ("sync", "overlap", "local_sgd"),
     ("comm", "algorithm"): ALGORITHMS,
+    ("kmeans", "init"): ("k-means++", "random"),
     ("fault", "mode"): ("restart", "shrink"),
 }
 # (low, high) inclusive unless noted; None = unbounded
 RANGES = {
+    ("data", "validation_fraction"): (0.0, 0.9),
     ("model", "alpha"): (0.0, None),
     ("model", "l1_ratio"): (0.0, 1.0),
     ("optimizer", "lr"): (0.0, None),
@@ -258,6 +291,7 @@ RANGES = {
     ("comm", "ring_threshold"): (0, None),
     ("comm", "local_steps"): (1, None),
     ("kmeans", "n_clusters"): (1, None),
+    ("kmeans", "n_init"): (1, None),
     ("kmeans", "max_iter"): (1, None),
     ("kmeans", "tol"): (0.0, None),
     ("kmeans", "batch_size"): (1, None),
@@ -288,9 +322,12 @@ SECTIONS = {
 #: Keys that must not change when a run resumes from a checkpoint: they define the model, the
 #: data it sees, or the meaning of the position stored in the checkpoint.
 RESUME_LOCKED = (
-    "data.train", "data.x", "data.y", "data.dtype", "data.standardize",
+    "data.train", "data.x", "data.y", "data.weight", "data.dtype", "data.standardize",
+    "data.validation_fraction",
     "model.kind", "model.fit_intercept", "model.alpha", "model.l1_ratio", "model.loss",
-    "model.hidden", "model.activation", "kmeans.n_clusters", "kmeans.batch_size",
+    "model.hidden", "model.activation", "model.class_weight", "kmeans.n_clusters",
+    "kmeans.batch_size",
+    "kmeans.init", "kmeans.init_file", "kmeans.n_init",
     "hgbt.learning_rate", "hgbt.max_depth", "hgbt.min_samples_leaf", "hgbt.l2", "hgbt.max_bins",
     "optimizer.name", "train.batch_size", "train.seed", "comm.mode", "comm.local_steps",
     "train.reproducible", "train.block_rows",

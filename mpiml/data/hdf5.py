@@ -6,7 +6,9 @@ Layouts (docs/data.md):
   read as float64);
 * CSR -- a group ``X`` holding 1-D data sets ``data``, ``indices`` and ``indptr`` and an
   attribute ``shape = (n_rows, n_features)``: the arrays of ``scipy.sparse.csr_matrix``;
-* labels -- an optional 1-D numeric data set ``y`` with one entry per row.
+* labels -- an optional 1-D numeric data set ``y`` with one entry per row;
+* sample weights -- an optional 1-D numeric data set (``w``) with one entry per row, finite and
+  >= 0.
 
 Rank r of p owns rows :func:`row_range` ``(n, r, p)`` and reads those rows by HDF5 hyperslab and
 nothing else. Every check whose outcome could differ between ranks (a NaN in one rank's rows, a
@@ -32,10 +34,12 @@ from .scan import (
     contents,
     first_nonfinite,
     first_out_of_range,
+    missing_sources,
     read_dtype,
     shown_value,
 )
 from .shard import CLASSIFICATION_TASKS, TASKS, DataError, MissingDataError, Shard, row_range
+from .weights import check_weights
 
 CSR_MEMBERS = ("data", "indices", "indptr")
 
@@ -46,8 +50,10 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 
 def load_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
-               task: str | None = None, block_rows: int = 1, progress=None) -> Shard:
-    """Read this rank's rows of ``x`` (and ``y``) from the HDF5 file ``path``. Collective.
+               task: str | None = None, block_rows: int = 1, progress=None,
+               w: str | None = None) -> Shard:
+    """Read this rank's rows of ``x`` (and ``y``, and the sample weights ``w``) from the HDF5
+    file ``path``. Collective.
 
     ``dtype`` (float32 or float64) converts X while reading, slice by slice into one
     preallocated array, so two full copies never coexist. ``task`` maps labels (see
@@ -58,7 +64,7 @@ def load_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
     are unusable.
     """
     with open_shard(path, comm, x=x, y=y, dtype=dtype, task=task, block_rows=block_rows,
-                    progress=progress) as lazy:
+                    progress=progress, w=w) as lazy:
         return lazy.load()
 
 
@@ -76,7 +82,8 @@ def iter_chunks(path, comm=None, x: str = "X", y: str | None = "y", chunk_rows: 
 
 
 def open_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
-               task: str | None = None, block_rows: int = 1, progress=None) -> LazyShard:
+               task: str | None = None, block_rows: int = 1, progress=None,
+               w: str | None = None) -> LazyShard:
     """Open this rank's rows of ``path`` without reading X yet. Collective.
 
     Checks the layout on every rank and this rank's labels (scanned in slices, not kept), agrees
@@ -88,7 +95,7 @@ def open_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
     rank, size = rank_and_size(comm)
     lazy, error, local_labels = None, None, None
     try:
-        lazy = LazyShard(path, comm, x, y, dtype, task, block_rows, progress)
+        lazy = LazyShard(path, comm, x, y, dtype, task, block_rows, progress, w)
         lazy._open(rank, size)
         local_labels = lazy._scan_labels()
     except Exception as exc:  # every rank must learn of any rank's failure, whatever it is
@@ -112,7 +119,7 @@ class LazyShard:
     """
 
     def __init__(self, path, comm, x: str, y: str | None, dtype, task: str | None,
-                 block_rows: int = 1, progress=None):
+                 block_rows: int = 1, progress=None, w: str | None = None):
         if dtype is not None and np.dtype(dtype) not in X_DTYPES:
             raise ValueError(f"dtype must be float32, float64 or None; got {dtype!r}")
         if task is not None and task not in TASKS:
@@ -121,14 +128,14 @@ class LazyShard:
             raise ValueError(f"task {task!r} needs labels, but y=None asks for none")
         self.path = os.fspath(path)
         self.comm = comm
-        self.x_name, self.y_name = x, y
+        self.x_name, self.y_name, self.w_name = x, y, w
         self.dtype = None if dtype is None else np.dtype(dtype)
         self.task = task
         self.block_rows = int(block_rows)
         self.progress = progress
         self.classes: np.ndarray | None = None
         self._file = None
-        self._y = None
+        self._y = self._w = None
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -151,7 +158,10 @@ class LazyShard:
             self._open_dense(node)
         else:
             raise DataError(f"{self.path}: '{self.x_name}' is not a data set or a CSR group")
-        self._y = self._open_labels() if self.y_name is not None else None
+        if self.y_name is not None:
+            self._y = self._open_column(self.y_name, "label", " (pass y=None for unlabelled data)")
+        if self.w_name is not None:
+            self._w = self._open_column(self.w_name, "weight")
         if self.n_total == 0:
             raise DataError(f"{self.path}: data set '{self.x_name}' has no rows")
         if size > self.n_total:
@@ -237,25 +247,30 @@ class LazyShard:
         self._nnz = nnz
         self.dtype = self.dtype or read_dtype(data.dtype)
 
-    def _open_labels(self) -> h5py.Dataset:
-        node = self._file.get(self.y_name)
-        where = f"{self.path}: data set '{self.y_name}'"
+    def _open_column(self, name: str, what: str, hint: str = "") -> h5py.Dataset:
+        """The 1-D numeric data set ``name`` holding one ``what`` (label, weight) per row."""
+        node = self._file.get(name)
+        where = f"{self.path}: data set '{name}'"
         if node is None:
-            raise MissingDataError(f"{self.path}: no label data set '{self.y_name}' (pass y=None "
-                                   f"for unlabelled data); {contents(self._file)}")
+            raise MissingDataError(f"{self.path}: no {what} data set '{name}'{hint}; "
+                                   f"{contents(self._file)}")
         if not isinstance(node, h5py.Dataset) or node.ndim != 1:
             shape = getattr(node, "shape", "a group")
-            raise DataError(f"{where} must be 1-D (one label per row); it is {shape}")
+            raise DataError(f"{where} must be 1-D (one {what} per row); it is {shape}")
         self._check_numeric(node, where)
         if len(node) != self.n_total:
             raise DataError(f"{self.path}: data set '{self.x_name}' has {self.n_total} rows but "
-                            f"'{self.y_name}' has {len(node)} labels")
+                            f"'{name}' has {len(node)} {what}s")
         return node
 
     def _check_numeric(self, dataset: h5py.Dataset, where: str) -> None:
+        """Numbers, and (a linked data set) every input file there to read them from."""
         if dataset.dtype.kind not in "biuf":
             raise DataError(f"{where} has non-numeric dtype {dataset.dtype}; expected float32 or "
                             f"float64 (integers and booleans are read as float64)")
+        if missing := missing_sources(self.path, dataset):
+            raise DataError(f"{where} is linked to inputs that do not exist: "
+                            f"{', '.join(missing)} (mpiml-data link again, or restore them)")
 
     def _check_features(self, where: str) -> None:
         if self.n_features == 0:
@@ -296,8 +311,7 @@ class LazyShard:
         Every rank computes the same set from the same gathered arrays, so the checks below
         raise on all ranks or on none without a further collective.
         """
-        classes = np.unique(np.concatenate(allgather_object(local_labels,
-                                                                        self.comm)))
+        classes = np.unique(np.concatenate(allgather_object(local_labels, self.comm)))
         where = f"{self.path}: data set '{self.y_name}'"
         shown = ", ".join(str(c) for c in classes[:10]) + (", ..." if len(classes) > 10 else "")
         if self.task == "binary" and len(classes) != 2:
@@ -314,15 +328,16 @@ class LazyShard:
 
     def load(self) -> Shard:
         """Read all of this rank's rows into memory. Collective (one agreement on the outcome)."""
-        error, X, y = None, None, None
+        error, X, y, w = None, None, None, None
         try:
             X = self._read_rows(self.start, self.stop)
             y = self._labels_for(self.start, self.stop)
+            w = self._weights_for(self.start, self.stop)
         except Exception as exc:  # agreed below, whatever it is
             error = exc
         agree_on_error(error, self.comm)
         return Shard(X=X, y=y, start=self.start, stop=self.stop, n_total=self.n_total,
-                     n_features=self.n_features, classes=self.classes, task=self.task)
+                     n_features=self.n_features, classes=self.classes, task=self.task, w=w)
 
     def chunks(self, chunk_rows: int | None = None
                ) -> Iterator[tuple[np.ndarray | scipy.sparse.csr_matrix, np.ndarray | None]]:
@@ -375,6 +390,18 @@ class LazyShard:
             if self.classes is not None:
                 labels = np.searchsorted(self.classes, labels)
             out[begin - lo:end - lo] = labels
+        return out
+
+    def _weights_for(self, lo: int, hi: int) -> np.ndarray | None:
+        """Sample weights of global rows ``[lo, hi)`` as float64, read in slices and checked."""
+        if self._w is None:
+            return None
+        out = np.empty(hi - lo)
+        for begin in range(lo, hi, SCAN_VALUES):
+            end = min(hi, begin + SCAN_VALUES)
+            with self._reading(self.w_name, begin, end):
+                out[begin - lo:end - lo] = self._w[begin:end]
+        check_weights(out, lo, f"{self.path}: data set '{self.w_name}'")
         return out
 
     def _read_labels(self, lo: int, hi: int) -> np.ndarray:

@@ -17,16 +17,21 @@ from ..config import Config, ConfigError
 from ..models.scaling import apply_scaler
 from .fingerprint import file_fingerprint, rows_fingerprint
 from .hdf5 import load_shard
+from .holdout import split_validation
+from .rebalance import in_whole_blocks, rebalance_rows
 from .scaling import fit_scaler
 from .shard import DataError, Shard
+from .weights import check_weights, row_weights
 
 
 @dataclass
 class RunData:
     """This rank's rows of a run: ``task`` is regression | binary | multiclass | unsupervised;
     ``classes`` the original labels of the class indices in ``shard.y``; ``scaler`` = (mean,
-    scale) already applied to ``shard`` and ``test``; ``fingerprint`` identifies the training
-    data (:mod:`mpiml.data.fingerprint`), so that a resume can tell other data from these."""
+    scale) already applied to ``shard``, ``test`` and ``validation``; ``fingerprint``
+    identifies the training data (:mod:`mpiml.data.fingerprint`), so that a resume can tell
+    other data from these. ``validation`` is what early stopping and ``train.restore_best``
+    watch (a file, or rows held out of the training file); ``test`` is only reported."""
 
     task: str
     shard: Shard
@@ -34,10 +39,20 @@ class RunData:
     classes: np.ndarray | None
     scaler: tuple[np.ndarray, np.ndarray] | None
     fingerprint: dict = field(default_factory=dict)
+    validation: Shard | None = None
 
     @property
     def n_classes(self) -> int:
         return 2 if self.classes is None else len(self.classes)
+
+    def scale(self, reducer, scaler=None) -> None:
+        """Standardise every part in place by ``scaler`` = (mean, scale), or by one fitted to
+        the training rows (collective)."""
+        self.scaler = fit_scaler(self.shard.X, reducer, self.shard.n_total) \
+            if scaler is None else scaler
+        for part in (self.shard, self.test, self.validation):
+            if part is not None:
+                apply_scaler(part.X, *self.scaler)
 
 
 def load_run_data(config: Config, reducer, task: str, scaler=None, progress=None) -> RunData:
@@ -52,30 +67,45 @@ def load_run_data(config: Config, reducer, task: str, scaler=None, progress=None
     labelled = task != "unsupervised"
     shard = load_shard(cfg.train, comm, x=cfg.x, y=cfg.y if labelled else None, dtype=cfg.dtype,
                        task=task if labelled else None, block_rows=config.block_rows,
-                       progress=progress)
-    test = None
-    if cfg.test:
-        test = load_shard(cfg.test, comm, x=cfg.test_x, y=cfg.test_y if labelled else None,
-                          dtype=cfg.dtype, task="regression" if labelled else None,
-                          block_rows=config.block_rows, progress=progress)
-        if test.n_features != shard.n_features:  # both known on every rank
-            raise mark_raised_together(DataError(
-                f"test set {cfg.test}:{cfg.test_x} has {test.n_features} features; the "
-                f"training set {cfg.train}:{cfg.x} has {shard.n_features}"))
-        if shard.classes is not None:
-            test.y = _map_labels(test.y, shard.classes, cfg.test, comm)
-    if cfg.standardize and scaler is None:
-        scaler = fit_scaler(shard.X, reducer, shard.n_total)
-    if cfg.standardize:
-        for part in (shard, test):
-            if part is not None:
-                apply_scaler(part.X, *scaler)
+                       progress=progress, w=cfg.weight)
+    weights_name = f"{cfg.train}: data set '{cfg.weight}'" if cfg.weight else cfg.train
+    shard.w = row_weights(shard.y, shard.w, shard.classes, config.model.class_weight,
+                          shard.n_total, reducer, (weights_name, "model.class_weight"))[0]
+    # the fingerprint identifies the whole training file, before any rows are held out
     fingerprint = file_fingerprint(cfg.train, cfg.x, cfg.y if labelled else None, comm)
-    return RunData(task, shard, test, shard.classes, scaler, fingerprint)
+    validation = None
+    if cfg.validation_fraction:
+        shard, validation = split_validation(shard, cfg.validation_fraction, config.train.seed,
+                                             config.block_rows, comm, cfg.train)
+    held = {}
+    for name, path, x, y in (("validation", cfg.validation, cfg.validation_x, cfg.validation_y),
+                             ("test", cfg.test, cfg.test_x, cfg.test_y)):
+        if path:
+            held[name] = load_shard(path, comm, x=x, y=y if labelled else None,
+                                    dtype=cfg.dtype, task="regression" if labelled else None,
+                                    block_rows=config.block_rows, progress=progress)
+            _check_held_out(held[name], shard, name, path, x, cfg, comm)
+    rows = RunData(task, shard, held.get("test"), shard.classes, None, fingerprint,
+                   held.get("validation", validation))
+    if cfg.standardize:
+        rows.scale(reducer, scaler)
+    return rows
+
+
+def _check_held_out(part: Shard, shard: Shard, name: str, path: str, x: str, cfg, comm) -> None:
+    """A test or validation file must have the training features; its labels become training
+    class indices (a label unseen in training is an error on every rank)."""
+    if part.n_features != shard.n_features:  # both known on every rank
+        raise mark_raised_together(DataError(
+            f"{name} set {path}:{x} has {part.n_features} features; the training set "
+            f"{cfg.train}:{cfg.x} has {shard.n_features}"))
+    if shard.classes is not None:
+        part.y = _map_labels(part.y, shard.classes, f"{name} set {path}", comm)
 
 
 def from_arrays(X, y, reducer, task: str, standardize: bool = False,
-                classes: np.ndarray | None = None) -> RunData:
+                classes: np.ndarray | None = None, validation_fraction: float = 0.0,
+                seed: int = 0, sample_weight=None) -> RunData:
     """A run over the rows each rank holds in memory (rank r's rows come after rank r-1's in
     the global order), on ``reducer``'s communicator. Collective: the row offsets and the class
     set are agreed across ranks. The caller's arrays are never modified.
@@ -83,28 +113,39 @@ def from_arrays(X, y, reducer, task: str, standardize: bool = False,
     ``task``: regression | binary | multiclass | unsupervised. Class labels may be any sortable
     values; they are mapped to 0..K-1 in sorted order, identically on every rank -- or, when
     ``classes`` (sorted, the same on every rank) is given, ``y`` already holds those indices.
-    In reproducible mode (the reducer's ``block_rows > 1``) every rank but the last must hold a
-    multiple of the block.
+    ``validation_fraction`` holds rows out as the validation set, chosen by global row and
+    ``seed`` (:mod:`mpiml.data.holdout`). ``sample_weight`` weighs this rank's rows (finite,
+    >= 0, not all 0 over the ranks; None: every row weighs 1).
+    In reproducible mode (the reducer's ``block_rows > 1``) rows split anywhere but between
+    blocks are first moved to :func:`row_range`'s split (:mod:`mpiml.data.rebalance`).
     """
     comm, block_rows = reducer.comm, reducer.block_rows
     error = None
     try:
         if sp.issparse(X):
             dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
-            X = sp.csr_matrix(X, dtype=dtype, copy=True)  # scaling works in place
+            X = sp.csr_matrix(X, dtype=dtype)
         else:
             X = np.asarray(X)
             if X.dtype not in (np.float32, np.float64):
                 X = X.astype(np.float64)
-            X = np.array(X, order="C")  # a private, writeable copy (scaling works in place)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (rows x features); got shape {X.shape}")
         if y is not None and len(y) != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)}")
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            if sample_weight.shape != (X.shape[0],):
+                raise ValueError(f"sample_weight must have shape ({X.shape[0]},) (rows of X); "
+                                 f"got {sample_weight.shape}")
+            check_weights(sample_weight, 0, f"sample_weight on rank {comm.Get_rank()}", "row")
     except (TypeError, ValueError) as exc:
         error = exc
     raise_together(error, comm)
-    counts = allgather_object((X.shape[0], X.shape[1]), comm)
+    reports = allgather_object((X.shape[0], X.shape[1], sample_weight is not None), comm)
+    counts = [(n, width) for n, width, _ in reports]
+    if sample_weight is None and any(weighted for *_, weighted in reports):
+        sample_weight = np.ones(X.shape[0])  # weights on other ranks: these rows weigh 1
     rank = rank_and_size(comm)[0]
     widths = {width for _, width in counts}
     if len(widths) != 1:
@@ -112,13 +153,6 @@ def from_arrays(X, y, reducer, task: str, standardize: bool = False,
     raise_together(error, comm)
     start = sum(n for n, _ in counts[:rank])
     n_total = sum(n for n, _ in counts)
-    misaligned = [r for r, (n, _) in enumerate(counts[:-1]) if n % block_rows]
-    if misaligned:
-        error = ValueError(f"reproducible mode splits rows in blocks of {block_rows}: every rank "
-                           f"but the last must hold a multiple of {block_rows} rows; ranks "
-                           f"{misaligned} hold {[counts[r][0] for r in misaligned]} (use "
-                           "mpiml.row_range(n, rank, size, block_rows) to split)")
-    raise_together(error, comm)
     labels = None
     if task in ("binary", "multiclass"):
         if classes is None:
@@ -139,14 +173,27 @@ def from_arrays(X, y, reducer, task: str, standardize: bool = False,
         raise_together(error, comm)
     elif task == "regression":
         labels = np.asarray(y, dtype=np.float64)
+    row_counts = [n for n, _ in counts]
+    if in_whole_blocks(row_counts, block_rows):  # agreed: the counts are gathered
+        X = X.copy()  # a private, writeable copy (scaling works in place)
+        sample_weight = None if sample_weight is None else sample_weight.copy()
+    else:
+        X, labels, sample_weight, start, _ = rebalance_rows(X, labels, sample_weight,
+                                                            row_counts, block_rows, comm)
     shard = Shard(X, labels, start, start + X.shape[0], n_total, X.shape[1], classes,
-                  None if task == "unsupervised" else task)
+                  None if task == "unsupervised" else task, sample_weight)
+    if sample_weight is not None:
+        row_weights(labels if classes is not None else None, sample_weight, classes, None,
+                    n_total, reducer, ("sample_weight", "class_weight"))
     fingerprint = rows_fingerprint(X, labels, start, n_total, comm)
-    scaler = None
+    validation = None
+    if validation_fraction:
+        shard, validation = split_validation(shard, validation_fraction, seed, block_rows, comm,
+                                             "the rows passed to fit")
+    rows = RunData(task, shard, None, classes, None, fingerprint, validation)
     if standardize:
-        scaler = fit_scaler(shard.X, reducer, n_total)
-        apply_scaler(shard.X, *scaler)
-    return RunData(task, shard, None, classes, scaler, fingerprint)
+        rows.scale(reducer)
+    return rows
 
 
 def distinct_labels(y) -> np.ndarray:
@@ -191,7 +238,7 @@ def _map_labels(raw: np.ndarray, classes: np.ndarray, path, comm) -> np.ndarray:
     error = None
     if unknown.any():
         shown = ", ".join(str(c) for c in classes[:10]) + (", ..." if len(classes) > 10 else "")
-        error = DataError(f"test set {path}: label {raw[unknown][0]} does not occur in the "
-                          f"training labels ({shown})")
+        error = DataError(f"{path}: label {raw[unknown][0]} does not occur in the training "
+                          f"labels ({shown})")
     raise_together(error, comm)
     return index

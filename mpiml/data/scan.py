@@ -1,7 +1,10 @@
 """Value checks for the HDF5 reader: non-finite values and out-of-range columns found in
-slices, the memory a host has, and what a file holds (for error messages)."""
+slices, the memory a host has, what a file holds (for error messages), and the missing inputs
+of a linked (virtual) data set."""
 
 from __future__ import annotations
+
+import os
 
 import h5py
 import numpy as np
@@ -79,3 +82,16 @@ def contents(handle: h5py.File, limit: int = 20) -> str:
         return "the file holds no data sets"
     more = f", ... ({len(found) - limit} more)" if len(found) > limit else ""
     return "the file holds: " + ", ".join(found[:limit]) + more
+
+
+def missing_sources(path, dataset: h5py.Dataset) -> list[str]:
+    """The inputs of the virtual data set ``dataset`` (of the file ``path``) that do not exist,
+    as stored; [] for an ordinary data set. Relative paths are taken from the file's directory,
+    as HDF5 resolves them (unless HDF5_VDS_PREFIX says otherwise)."""
+    if not dataset.is_virtual:
+        return []
+    base = os.path.dirname(os.path.abspath(path))
+    stored = dict.fromkeys(source.file_name.replace("%%", "%")
+                           for source in dataset.virtual_sources())
+    return [name for name in stored
+            if name != "." and not os.path.exists(os.path.join(base, name))]

@@ -6,6 +6,7 @@ ranks get one extra row), in whole blocks of rows in reproducible mode.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +54,8 @@ class Shard:
     ``X`` is a C-contiguous float32/float64 array or a ``scipy.sparse.csr_matrix``. ``y`` is None
     without labels; float64 for ``task="regression"``; int64 class indices ``0..K-1`` for
     classification, where ``classes[k]`` is the original label of index k (sorted, the same on
-    every rank); the stored dtype for ``task=None``.
+    every rank); the stored dtype for ``task=None``. ``w`` holds the rows' sample weights
+    (float64, finite, >= 0; class weights already applied), or None when every row weighs 1.
     """
 
     X: np.ndarray | scipy.sparse.csr_matrix
@@ -64,6 +66,7 @@ class Shard:
     n_features: int
     classes: np.ndarray | None = None
     task: str | None = None
+    w: np.ndarray | None = None
 
     @property
     def n_local(self) -> int:
@@ -75,12 +78,27 @@ class Shard:
         """Number of classes for classification tasks, else None."""
         return None if self.classes is None else len(self.classes)
 
+    @property
+    def local_weight(self) -> float:
+        """The weight of this rank's rows: their count without sample weights."""
+        return float(self.n_local) if self.w is None else float(self.w.sum())
+
     def batch(self, rows: np.ndarray) -> tuple[np.ndarray | scipy.sparse.csr_matrix,
-                                               np.ndarray | None]:
-        """``(X[rows], y[rows])`` for local row indices (e.g. :meth:`BatchPlan.local_rows`).
+                                               np.ndarray | None, np.ndarray | None]:
+        """``(X[rows], y[rows], w[rows])`` for local row indices (e.g.
+        :meth:`BatchPlan.local_rows`); None for labels or weights the shard does not have.
 
         Dense rows are gathered with ``np.take``, about twice as fast as ``X[rows]`` on large
         arrays (measured by scripts/bench_data.py).
         """
         X = self.X[rows] if scipy.sparse.issparse(self.X) else np.take(self.X, rows, axis=0)
-        return X, None if self.y is None else self.y[rows]
+        return (X, None if self.y is None else self.y[rows],
+                None if self.w is None else self.w[rows])
+
+    def take(self, rows: np.ndarray, start: int, n_total: int) -> Shard:
+        """These local rows (indices, in order) as rows ``[start, start + len(rows))`` of a
+        data set of ``n_total`` rows (a copy: e.g. the part left after holding out
+        validation rows). Every per-row array goes along."""
+        X, y, w = self.batch(rows)
+        return dataclasses.replace(self, X=X, y=y, w=w, start=start, stop=start + len(rows),
+                                   n_total=n_total)

@@ -22,8 +22,10 @@ __all__ = sorted(ESTIMATORS) + ["load"]
 
 
 def load(path, comm=None):
-    """The fitted estimator saved at ``path`` by its ``save`` method, working on ``comm``
-    (default ``MPI.COMM_WORLD``). Collective: rank 0 reads the file, every rank gets the same
-    estimator, whose predictions equal the saved one's; a missing or malformed file raises the
-    same error on every rank."""
+    """The fitted estimator saved at ``path`` by its ``save`` method, or of the model file
+    ``python -m mpiml.train`` wrote (its kind chooses the estimator, its run's config the
+    hyperparameters), working on ``comm`` (default ``MPI.COMM_WORLD``). Collective: rank 0
+    reads the file, every rank gets the same estimator, whose predictions equal the saved
+    model's; a missing or malformed file, or a model no estimator has, raises the same error on
+    every rank."""
     return read(path, ESTIMATORS, comm)

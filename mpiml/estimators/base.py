@@ -21,11 +21,17 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    validate_data,
+)
 
 from ..comm import allgather_object, mark_raised_together, on_root, raise_together, world
 from ..config import Config, ConfigError, dump, from_dict
 from ..data.run_rows import distinct_labels, from_arrays, merge_classes
+from ..data.weights import check_weights, row_weights
 from ..fit import FitResult, fit
 from ..models.kinds import KINDS
 from ..run import open_run
@@ -41,6 +47,8 @@ class FitInput:
     y: np.ndarray | None  # classification: indices into ``classes``
     n_total: int
     classes: np.ndarray | None
+    w: np.ndarray | None = None  # sample weights times class weights; None: every row weighs 1
+    weight_total: float = 0.0  # over all ranks (n_total without weights)
 
 
 def check_number(name: str, value, minimum: float = 0.0) -> float:
@@ -87,7 +95,8 @@ class MpimlEstimator(BaseEstimator):
 
     # -- input ---------------------------------------------------------------------------------
 
-    def _agreed_input(self, comm, X, y=None, target: str = "none") -> FitInput:
+    def _agreed_input(self, comm, X, y=None, target: str = "none", sample_weight=None,
+                      class_weight=None) -> FitInput:
         """Validate this rank's rows, then agree across ranks (collective).
 
         ``target``: ``none`` (y ignored), ``values`` (regression) or ``classes`` (then ``y``
@@ -95,7 +104,10 @@ class MpimlEstimator(BaseEstimator):
         those, whatever the labels are, and ``classes_`` maps back). Raises the
         same error on every rank if any rank's rows are invalid, if the ranks disagree on the
         feature count, the hyperparameters or the label type (text or numbers), or if no rank
-        holds a row. A rank may hold no rows.
+        holds a row. A rank may hold no rows. ``sample_weight`` (this rank's rows; a rank
+        without may pass None: its rows weigh 1) times ``class_weight`` (scikit-learn's, with
+        "balanced" from the classes of all ranks) give the rows' weights
+        (:func:`mpiml.data.weights.row_weights`).
         """
         error, labels = None, None
         try:
@@ -104,6 +116,10 @@ class MpimlEstimator(BaseEstimator):
                 X = validate_data(self, X, **options)
             else:
                 X, y = validate_data(self, X, y, y_numeric=target == "values", **options)
+            if sample_weight is not None:
+                sample_weight = _checked_sample_weight(sample_weight, X.shape[0])
+                check_weights(sample_weight, 0, f"sample_weight on rank {comm.Get_rank()}",
+                              "row")
             if target == "classes":
                 if len(y):
                     check_classification_targets(y)
@@ -116,10 +132,11 @@ class MpimlEstimator(BaseEstimator):
             error = TypeError(str(exc)).with_traceback(exc.__traceback__)
         raise_together(error, comm)
         reports = allgather_object(
-            (X.shape[0], X.shape[1], self._params_digest(), labels), comm)
-        n_total = sum(rows for rows, _, _, _ in reports)
-        widths = [width for _, width, _, _ in reports]
-        digests = [digest for _, _, digest, _ in reports]
+            (X.shape[0], X.shape[1], self._params_digest(), labels, sample_weight is not None),
+            comm)
+        n_total = sum(rows for rows, *_ in reports)
+        widths = [width for _, width, *_ in reports]
+        digests = [digest for _, _, digest, *_ in reports]
         name = type(self).__name__
         if len(set(widths)) > 1:
             other = next(r for r, width in enumerate(widths) if width != widths[0])
@@ -137,13 +154,18 @@ class MpimlEstimator(BaseEstimator):
                 f"minimum of 1 is required by {name}."))
         classes = None
         if target == "classes":
-            classes = merge_classes([local for *_, local in reports])
+            classes = merge_classes([local for *_, local, _ in reports])
             if len(classes) < 2:
                 raise mark_raised_together(ValueError(
                     f"{name} needs samples of at least 2 classes in the data, but the data "
                     f"contain only one class: {classes[0]!r}"))
             y = np.searchsorted(classes, y)
-        return FitInput(csr_or_dense(X), y, n_total, classes)
+        if sample_weight is None and any(weighted for *_, weighted in reports):
+            sample_weight = np.ones(X.shape[0])
+        weights, total = row_weights(y if classes is not None else None, sample_weight, classes,
+                                     class_weight, n_total, self._reducer(comm),
+                                     ("sample_weight", "class_weight"))
+        return FitInput(csr_or_dense(X), y, n_total, classes, weights, total)
 
     def _params_digest(self) -> str:
         """Hash of every hyperparameter but ``comm``, to check that all ranks agree."""
@@ -199,8 +221,20 @@ class MpimlEstimator(BaseEstimator):
         reducer, and the loop the kind needs -- the path ``python -m mpiml.train`` takes."""
         with open_run(config, comm) as run:
             data = from_arrays(rows.X, rows.y, run.reducer, KINDS[config.model.kind].task,
-                               standardize=standardize, classes=rows.classes)
+                               standardize=standardize, classes=rows.classes,
+                               sample_weight=rows.w,
+                               validation_fraction=config.data.validation_fraction,
+                               seed=config.train.seed)
             return fit(run, data)
+
+    def _validation_settings(self, early_stopping: bool) -> list[tuple[str, str, object]]:
+        """With ``early_stopping``, as in scikit-learn: ``validation_fraction`` of the rows (by
+        global row, the same on any number of ranks) are held out, and ``n_iter_no_change``
+        epochs or rounds without an improvement of ``tol`` on them stop the fit; the fit ends
+        with the best parameters on them (``train.restore_best``)."""
+        if not early_stopping:
+            return []
+        return [("data.validation_fraction", "validation_fraction", self.validation_fraction)]
 
     def _seed(self):
         """``random_state`` as ``train.seed``: None means 0, because every rank must draw the same
@@ -218,8 +252,10 @@ class MpimlEstimator(BaseEstimator):
     # -- fitted state ----------------------------------------------------------------------------
 
     def _fitted_state(self) -> dict:
-        """What ``_set_fitted`` needs besides the model file (JSON-able)."""
-        state = {"n_iter_": int(self.n_iter_)}
+        """What ``_set_fitted`` needs besides the model file (JSON-able). An estimator loaded
+        from a ``python -m mpiml.train`` file has no ``n_iter_`` (None): the file does not
+        record it."""
+        state = {"n_iter_": int(self.n_iter_) if hasattr(self, "n_iter_") else None}
         if hasattr(self, "feature_names_in_"):
             state["feature_names_in_"] = [str(name) for name in self.feature_names_in_]
         return state
@@ -227,7 +263,8 @@ class MpimlEstimator(BaseEstimator):
     def _set_common_fitted(self, saved, state: dict) -> None:
         self.model_ = saved
         self.n_features_in_ = int(saved.n_features)
-        self.n_iter_ = int(state["n_iter_"])
+        if state["n_iter_"] is not None:
+            self.n_iter_ = int(state["n_iter_"])
         if "feature_names_in_" in state:
             self.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
 
@@ -239,6 +276,16 @@ class MpimlEstimator(BaseEstimator):
 
         check_is_fitted(self)
         write(path, self, self._communicator())
+
+
+def _checked_sample_weight(sample_weight, n_rows: int) -> np.ndarray:
+    """``sample_weight`` for a fit: a private float64 copy of one finite weight per row."""
+    weights = check_array(sample_weight, ensure_2d=False, dtype=np.float64, copy=True,
+                          ensure_min_samples=0, input_name="sample_weight")
+    if weights.shape != (n_rows,):
+        raise ValueError(f"sample_weight must have shape ({n_rows},) (one weight per row of X); "
+                         f"got {weights.shape}")
+    return weights
 
 
 def sample_weights(sample_weight, n_rows: int) -> np.ndarray:
@@ -329,11 +376,16 @@ class GradientEstimator(MpimlEstimator):
             ("train.reproducible", "reproducible", self.reproducible),
         ]
         if self.solver == "lbfgs":
+            if self.early_stopping:
+                raise ValueError(f"{type(self).__name__}: early_stopping needs a first-order "
+                                 "solver (sgd, momentum, nesterov, adam, adagrad, gd); L-BFGS "
+                                 "runs to convergence")
             return settings + [("train.max_steps", "max_iter", self.max_iter),
                                ("optimizer.tol", "tol", self.tol)]
         return settings + [("train.epochs", "max_iter", self.max_iter),
                            ("train.patience", "n_iter_no_change", self.n_iter_no_change),
-                           ("train.min_delta", "tol", self.tol)]
+                           ("train.min_delta", "tol", self.tol),
+                           *self._validation_settings(bool(self.early_stopping))]
 
     def _iterations(self, comm, result: FitResult) -> int:
         """``n_iter_`` of a fit (L-BFGS iterations or epochs);

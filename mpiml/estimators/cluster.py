@@ -1,10 +1,11 @@
-"""K-Means over the rows of every rank, fitted by :mod:`mpiml.fit.kmeans`: k-means++
-seeding (the same centres at any rank count), then Lloyd iterations, or mini-batch updates with
-``batch_size``. One initialisation (scikit-learn's ``n_init="auto"`` for k-means++).
+"""K-Means over the rows of every rank, fitted by :mod:`mpiml.fit.kmeans`: k-means++ or random
+seeding (the same centres at any rank count) or given centres, then Lloyd iterations, or
+mini-batch updates with ``batch_size``; the best of ``n_init`` fits.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -13,22 +14,35 @@ from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.utils.validation import check_is_fitted
 
 from ..comm import raise_together
+from ..data.run_rows import from_arrays
+from ..fit.kmeans import run_kmeans
+from ..fit.result import FitResult, result_of
+from ..models.kinds import KINDS
 from ..models.kmeans import assign
 from ..models.saved import SavedModel
-from .base import MpimlEstimator, sample_weights
+from ..run import open_run
+from .base import FitInput, MpimlEstimator, sample_weights
 
 
 class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, MpimlEstimator):
     """K-Means clustering of the rows of every rank of ``comm``.
 
+    ``init``: "k-means++", "random" (``n_clusters`` distinct rows drawn uniformly from all
+    ranks' rows) or an array of initial centres ``(n_clusters, n_features)``. ``n_init``: fits
+    run (fit i seeded with ``random_state + i``), the one with the lowest inertia kept; "auto"
+    is 10 for "random" and 1 otherwise (scikit-learn >= 1.4); with an array, more than 1 warns
+    and runs one.
+
     Fitted attributes are identical on every rank, except ``labels_``: the clusters of THIS
     rank's rows. ``score`` is minus the inertia of the rows of all ranks (collective).
     """
 
-    def __init__(self, n_clusters=8, *, max_iter=300, tol=1e-4, batch_size=None,
-                 random_state=None, allreduce_algorithm="auto", reproducible=False,
-                 checkpoint_dir=None, comm=None):
+    def __init__(self, n_clusters=8, *, init="k-means++", n_init="auto", max_iter=300,
+                 tol=1e-4, batch_size=None, random_state=None, allreduce_algorithm="auto",
+                 reproducible=False, checkpoint_dir=None, comm=None):
         self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
         self.batch_size = batch_size
@@ -38,13 +52,17 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Mp
         self.checkpoint_dir = checkpoint_dir
         self.comm = comm
 
-    def fit(self, X, y=None):
-        """Cluster this rank's rows ``X`` with those of every other rank (collective)."""
+    def fit(self, X, y=None, sample_weight=None):
+        """Cluster this rank's rows ``X`` with those of every other rank (collective), each row
+        weighing its ``sample_weight`` (None: 1) in the seeding, the centres and the inertia."""
         comm = self._communicator()
-        rows = self._agreed_input(comm, X)
+        rows = self._agreed_input(comm, X, sample_weight=sample_weight)
+        seeding = isinstance(self.init, str)
         config = self._run_config([
             ("model.kind", "", "kmeans"),
             ("kmeans.n_clusters", "n_clusters", self.n_clusters),
+            *([("kmeans.init", "init", self.init)] if seeding else []),
+            ("kmeans.n_init", "n_init", self._n_init()),
             ("kmeans.max_iter", "max_iter", self.max_iter),
             ("kmeans.tol", "tol", self.tol),
             ("kmeans.batch_size", "batch_size", self.batch_size),
@@ -52,19 +70,36 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Mp
             ("comm.algorithm", "allreduce_algorithm", self.allreduce_algorithm),
             ("train.reproducible", "reproducible", self.reproducible),
         ])
-        result = self._fit_rows(config, comm, rows)
+        result = (self._fit_rows(config, comm, rows) if seeding
+                  else self._fit_from_centers(config, comm, rows))
         self._set_fitted(result.saved, {"n_iter_": result.steps,
                                         "inertia_": result.metrics["inertia"]})
         self.labels_ = self.model_.predict_index(rows.X)
         return self
 
+    def _n_init(self):
+        """``n_init`` as ``kmeans.n_init``: "auto" is 10 fits for init="random", else 1."""
+        if not (isinstance(self.n_init, str) and self.n_init == "auto"):
+            return self.n_init
+        return 10 if isinstance(self.init, str) and self.init == "random" else 1
+
+    def _fit_from_centers(self, config, comm, rows: FitInput) -> FitResult:
+        """:meth:`_fit_rows` started from the centres ``init`` holds: an array is no config
+        value, so they go to the K-Means loop directly (checked there on every rank)."""
+        with open_run(config, comm) as run:
+            data = from_arrays(rows.X, rows.y, run.reducer, KINDS[config.model.kind].task,
+                               classes=rows.classes, sample_weight=rows.w)
+            return result_of(config.model.kind, data, run_kmeans(run, data, self.init),
+                             run.reducer)
+
     def _set_fitted(self, saved: SavedModel, state: dict) -> None:
         self._set_common_fitted(saved, state)
         self.cluster_centers_ = np.array(saved.arrays["centers"], dtype=np.float64)
-        self.inertia_ = float(state["inertia_"])
+        if state["inertia_"] is not None:  # None: not in a python -m mpiml.train file
+            self.inertia_ = float(state["inertia_"])
 
     def _fitted_state(self) -> dict:
-        return dict(super()._fitted_state(), inertia_=self.inertia_)
+        return dict(super()._fitted_state(), inertia_=getattr(self, "inertia_", None))
 
     @property
     def _n_features_out(self) -> int:
@@ -96,7 +131,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Mp
 
     def to_sklearn(self):
         """An equivalent fitted ``sklearn.cluster.KMeans`` (local): the same centres (so the same
-        predictions), ``inertia_``, ``n_iter_`` and, after a fit, this rank's ``labels_``.
+        predictions), ``inertia_``, ``n_iter_`` and, after a fit, this rank's ``labels_``
+        (each only if this estimator has it: one loaded from a ``python -m mpiml.train`` file
+        has neither ``inertia_`` nor ``n_iter_``).
 
         It is fitted through scikit-learn's public API on the centres themselves, started at
         the centres, so that all its internal state is set; then our attributes replace its own.
@@ -112,11 +149,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Mp
             warnings.simplefilter("ignore", ConvergenceWarning)  # duplicate centres
             twin.fit(self.cluster_centers_)
         twin.cluster_centers_ = self.cluster_centers_.copy()
-        twin.inertia_, twin.n_iter_ = self.inertia_, self.n_iter_
-        if hasattr(self, "labels_"):
-            twin.labels_ = self.labels_.copy()
-        else:
-            del twin.labels_
+        for name in ("inertia_", "n_iter_", "labels_"):
+            if hasattr(self, name):
+                setattr(twin, name, copy.copy(getattr(self, name)))
+            else:
+                delattr(twin, name)
         if hasattr(self, "feature_names_in_"):
             twin.feature_names_in_ = self.feature_names_in_.copy()
         return twin

@@ -4,7 +4,9 @@ Each fit runs the gradient loops (:mod:`mpiml.fit`) on the rows of every rank (L
 default). The
 penalties use scikit-learn's conventions and are converted to mpiml's objective
 ``J = mean loss + alpha/2 ||w||^2`` with the GLOBAL row count N: ``Ridge(alpha)`` is
-``alpha / N``; ``C`` (LogisticRegression, SoftmaxRegression, LinearSVC) is ``1 / (C N)``.
+``alpha / N``; ``C`` (LogisticRegression, SoftmaxRegression, LinearSVC) is ``1 / (C N)``. With
+``sample_weight`` (and ``class_weight``) the mean loss is weighted and N is the global weight
+sum, which keeps scikit-learn's weighted optimum.
 
 ``coef_`` and ``intercept_`` have scikit-learn's shapes and act on the ORIGINAL features, also
 with ``standardize=True`` (the global scaler is folded into them), so ``to_sklearn()`` returns a
@@ -31,11 +33,12 @@ from .base import (
 )
 
 
-def _alpha_from_C(C, n_total: int) -> float:
-    """``alpha = 1 / (C N)``: scikit-learn's ``C * sum(loss) + ||w||^2 / 2`` divided by C N."""
+def _alpha_from_C(C, total_weight: float) -> float:
+    """``alpha = 1 / (C W)``: scikit-learn's ``C * sum(w loss) + ||w||^2 / 2`` divided by C W
+    (W: the global weight sum, the row count N without weights)."""
     if isinstance(C, bool) or not isinstance(C, numbers.Real) or not C > 0:
         raise ValueError(f"C must be a number > 0 (np.inf: no penalty); got {C!r}")
-    return 1.0 / (C * n_total)
+    return 1.0 / (C * total_weight)
 
 
 class _LinearEstimator(GradientEstimator):
@@ -46,15 +49,16 @@ class _LinearEstimator(GradientEstimator):
     def _kind(self, classes) -> str:
         raise NotImplementedError
 
-    def _penalty(self, n_total: int) -> tuple[str, float]:
-        """(parameter that sets it, mpiml's alpha)."""
+    def _penalty(self, total_weight: float) -> tuple[str, float]:
+        """(parameter that sets it, mpiml's alpha) for rows of this global weight."""
         raise NotImplementedError
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, sample_weight=None):
         comm = self._communicator()
-        rows = self._agreed_input(comm, X, y, self._target)
+        rows = self._agreed_input(comm, X, y, self._target, sample_weight,
+                                  getattr(self, "class_weight", None))
         kind = self._kind(rows.classes)
-        parameter, alpha = self._penalty(rows.n_total)
+        parameter, alpha = self._penalty(rows.weight_total)
         settings = [("model.kind", "", kind),
                     ("model.fit_intercept", "fit_intercept", self.fit_intercept),
                     ("model.alpha", parameter, alpha),
@@ -83,7 +87,8 @@ class _LinearEstimator(GradientEstimator):
 
     def to_sklearn(self):
         """An equivalent fitted scikit-learn estimator (local): the same ``coef_``,
-        ``intercept_`` and ``classes_``, hence the same predictions."""
+        ``intercept_`` and ``classes_``, hence the same predictions. With ``standardize=True``
+        too: the scaler is folded into ``coef_`` and ``intercept_``, so no Pipeline is needed."""
         check_is_fitted(self)
         twin = self._sklearn_twin()
         fitted = vars(self)
@@ -99,9 +104,10 @@ class _LinearRegressor(GlobalRegressorScore, _LinearEstimator):
     def _kind(self, classes) -> str:
         return "linear"
 
-    def fit(self, X, y):
-        """Fit on this rank's rows ``X``, ``y`` (collective: every rank calls it)."""
-        return self._fit(X, y)
+    def fit(self, X, y, sample_weight=None):
+        """Fit on this rank's rows ``X``, ``y`` and their ``sample_weight`` (None: all 1)
+        (collective: every rank calls it)."""
+        return self._fit(X, y, sample_weight)
 
     def predict(self, X):
         """``X @ coef_ + intercept_`` for the rows given (local)."""
@@ -120,7 +126,7 @@ class LinearRegression(_LinearRegressor):
                  learning_rate_init=0.1, batch_size=None, n_iter_no_change=5,
                  standardize=False, random_state=None, comm_mode="sync",
                  allreduce_algorithm="auto", reproducible=False,
-                 checkpoint_dir=None, comm=None):
+                 early_stopping=False, validation_fraction=0.1, checkpoint_dir=None, comm=None):
         self.fit_intercept = fit_intercept
         self.solver = solver
         self.max_iter = max_iter
@@ -128,6 +134,8 @@ class LinearRegression(_LinearRegressor):
         self.learning_rate_init = learning_rate_init
         self.batch_size = batch_size
         self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.standardize = standardize
         self.random_state = random_state
         self.comm_mode = comm_mode
@@ -136,7 +144,7 @@ class LinearRegression(_LinearRegressor):
         self.checkpoint_dir = checkpoint_dir
         self.comm = comm
 
-    def _penalty(self, n_total):
+    def _penalty(self, total_weight):
         return "", 0.0
 
     def _sklearn_twin(self):
@@ -154,7 +162,7 @@ class Ridge(_LinearRegressor):
                  learning_rate_init=0.1, batch_size=None, n_iter_no_change=5,
                  standardize=False, random_state=None, comm_mode="sync",
                  allreduce_algorithm="auto", reproducible=False,
-                 checkpoint_dir=None, comm=None):
+                 early_stopping=False, validation_fraction=0.1, checkpoint_dir=None, comm=None):
         self.alpha = alpha
         self.fit_intercept = fit_intercept
         self.solver = solver
@@ -163,6 +171,8 @@ class Ridge(_LinearRegressor):
         self.learning_rate_init = learning_rate_init
         self.batch_size = batch_size
         self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.standardize = standardize
         self.random_state = random_state
         self.comm_mode = comm_mode
@@ -171,8 +181,8 @@ class Ridge(_LinearRegressor):
         self.checkpoint_dir = checkpoint_dir
         self.comm = comm
 
-    def _penalty(self, n_total):
-        return "alpha", check_number("alpha", self.alpha) / n_total
+    def _penalty(self, total_weight):
+        return "alpha", check_number("alpha", self.alpha) / total_weight
 
     def _sklearn_twin(self):
         from sklearn.linear_model import Ridge as Twin
@@ -185,13 +195,14 @@ class _LinearClassifier(GlobalClassifierScore, _LinearEstimator):
 
     _target = "classes"
 
-    def fit(self, X, y):
-        """Fit on this rank's rows ``X``, ``y`` (collective: every rank calls it). The classes
-        are those of all ranks together, sorted."""
-        return self._fit(X, y)
+    def fit(self, X, y, sample_weight=None):
+        """Fit on this rank's rows ``X``, ``y`` and their ``sample_weight`` (None: all 1)
+        (collective: every rank calls it). The classes are those of all ranks together,
+        sorted; ``class_weight`` multiplies each row's weight by its class's."""
+        return self._fit(X, y, sample_weight)
 
-    def _penalty(self, n_total):
-        return "C", _alpha_from_C(self.C, n_total)
+    def _penalty(self, total_weight):
+        return "C", _alpha_from_C(self.C, total_weight)
 
     def decision_function(self, X):
         """Scores ``X @ coef_.T + intercept_`` (local): shape (n,) for two classes (positive:
@@ -227,9 +238,11 @@ class _Probabilistic:
         from sklearn.linear_model import LogisticRegression as Twin
 
         twin = Twin(C=self.C, l1_ratio=self.l1_ratio, fit_intercept=self.fit_intercept,
+                    class_weight=self.class_weight,
                     tol=self.tol, max_iter=self.max_iter,
                     solver="saga" if self.l1_ratio > 0 else "lbfgs")
-        twin.n_iter_ = np.array([self.n_iter_], dtype=np.int32)
+        if hasattr(self, "n_iter_"):
+            twin.n_iter_ = np.array([self.n_iter_], dtype=np.int32)
         return twin
 
 
@@ -241,20 +254,23 @@ class LogisticRegression(_Probabilistic, _LinearClassifier):
     an L1 share and needs a first-order ``solver``, e.g. ``"sgd"``).
     """
 
-    def __init__(self, C=1.0, *, l1_ratio=0.0, fit_intercept=True, solver="lbfgs", max_iter=100,
-                 tol=1e-8, learning_rate_init=0.1, batch_size=None, n_iter_no_change=5,
-                 standardize=False, random_state=None, comm_mode="sync",
-                 allreduce_algorithm="auto", reproducible=False,
-                 checkpoint_dir=None, comm=None):
+    def __init__(self, C=1.0, *, l1_ratio=0.0, fit_intercept=True, class_weight=None,
+                 solver="lbfgs", max_iter=100, tol=1e-8, learning_rate_init=0.1,
+                 batch_size=None, n_iter_no_change=5, standardize=False, random_state=None,
+                 comm_mode="sync", allreduce_algorithm="auto", reproducible=False,
+                 early_stopping=False, validation_fraction=0.1, checkpoint_dir=None, comm=None):
         self.C = C
         self.l1_ratio = l1_ratio
         self.fit_intercept = fit_intercept
+        self.class_weight = class_weight
         self.solver = solver
         self.max_iter = max_iter
         self.tol = tol
         self.learning_rate_init = learning_rate_init
         self.batch_size = batch_size
         self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.standardize = standardize
         self.random_state = random_state
         self.comm_mode = comm_mode
@@ -289,20 +305,23 @@ class LinearSVC(_LinearClassifier):
     raise ValueError.
     """
 
-    def __init__(self, C=1.0, *, loss="squared_hinge", fit_intercept=True, solver="lbfgs",
-                 max_iter=1000, tol=1e-8, learning_rate_init=0.1, batch_size=None,
-                 n_iter_no_change=5, standardize=False, random_state=None, comm_mode="sync",
-                 allreduce_algorithm="auto", reproducible=False,
-                 checkpoint_dir=None, comm=None):
+    def __init__(self, C=1.0, *, loss="squared_hinge", fit_intercept=True, class_weight=None,
+                 solver="lbfgs", max_iter=1000, tol=1e-8, learning_rate_init=0.1,
+                 batch_size=None, n_iter_no_change=5, standardize=False, random_state=None,
+                 comm_mode="sync", allreduce_algorithm="auto", reproducible=False,
+                 early_stopping=False, validation_fraction=0.1, checkpoint_dir=None, comm=None):
         self.C = C
         self.loss = loss
         self.fit_intercept = fit_intercept
+        self.class_weight = class_weight
         self.solver = solver
         self.max_iter = max_iter
         self.tol = tol
         self.learning_rate_init = learning_rate_init
         self.batch_size = batch_size
         self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.standardize = standardize
         self.random_state = random_state
         self.comm_mode = comm_mode
@@ -326,7 +345,9 @@ class LinearSVC(_LinearClassifier):
     def _sklearn_twin(self):
         from sklearn.svm import LinearSVC as Twin
 
-        twin = Twin(C=self.C, loss=self.loss, fit_intercept=self.fit_intercept, tol=self.tol,
+        twin = Twin(C=self.C, loss=self.loss, fit_intercept=self.fit_intercept,
+                    class_weight=self.class_weight, tol=self.tol,
                     max_iter=self.max_iter)
-        twin.n_iter_ = self.n_iter_
+        if hasattr(self, "n_iter_"):
+            twin.n_iter_ = self.n_iter_
         return twin

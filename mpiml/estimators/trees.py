@@ -5,7 +5,12 @@ The trees are identical at any rank count (integer histogram sums; see
 
 Parameters follow scikit-learn's estimators of the same names (``max_iter`` is the number of
 boosting rounds). Differences: trees grow depth-wise to ``max_depth`` (default 6; scikit-learn
-grows leaf-wise to 31 leaves), there is no early stopping, and missing values are not supported.
+grows leaf-wise to 31 leaves); early stopping (``early_stopping``, ``validation_fraction``,
+``n_iter_no_change``, ``tol``, "auto" from 10,000 rows as in scikit-learn) watches held-out rows
+only and ends with the trees of the best round; missing values are not supported.
+``sample_weight`` weighs gradients, hessians, the baseline and the bin percentiles as
+scikit-learn's does; ``min_samples_leaf`` counts rows, not weight, as in scikit-learn.
+There is no ``to_sklearn``: see :meth:`_Boosting.to_sklearn`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ class _Boosting(MpimlEstimator):
     """Parameters and fit shared by the two boosted-tree estimators."""
 
     def __init__(self, *, learning_rate=0.1, max_iter=100, max_depth=6, min_samples_leaf=20,
-                 l2_regularization=1.0, max_bins=255, random_state=None,
+                 l2_regularization=1.0, max_bins=255, early_stopping="auto",
+                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-7, random_state=None,
                  allreduce_algorithm="auto", checkpoint_dir=None, comm=None):
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -27,14 +33,19 @@ class _Boosting(MpimlEstimator):
         self.min_samples_leaf = min_samples_leaf
         self.l2_regularization = l2_regularization
         self.max_bins = max_bins
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.random_state = random_state
         self.allreduce_algorithm = allreduce_algorithm
         self.checkpoint_dir = checkpoint_dir
         self.comm = comm
 
-    def _fit(self, X, y, kind: str, target: str):
+    def _fit(self, X, y, kind: str, target: str, sample_weight=None):
         comm = self._communicator()
-        rows = self._agreed_input(comm, X, y, target)
+        rows = self._agreed_input(comm, X, y, target, sample_weight,
+                                  getattr(self, "class_weight", None))
         config = self._run_config([
             ("model.kind", "", kind),
             ("hgbt.n_estimators", "max_iter", self.max_iter),
@@ -45,10 +56,27 @@ class _Boosting(MpimlEstimator):
             ("hgbt.max_bins", "max_bins", self.max_bins),
             ("train.seed", "random_state", self._seed()),
             ("comm.algorithm", "allreduce_algorithm", self.allreduce_algorithm),
+            *self._stopping_settings(rows.n_total),
         ])
         result = self._fit_rows(config, comm, rows)
         self._set_fitted(result.saved, {"n_iter_": result.steps})
         return self
+
+    def _stopping_settings(self, n_total: int) -> list[tuple[str, str, object]]:
+        """scikit-learn's early stopping: ``"auto"`` is on from 10,000 rows (all ranks' rows).
+        It watches held-out rows only: ``validation_fraction=None`` (scikit-learn's "watch the
+        training loss") is refused."""
+        if self.early_stopping not in ("auto", True, False):
+            raise ValueError(f"early_stopping must be 'auto', True or False; got "
+                             f"{self.early_stopping!r}")
+        on = n_total > 10_000 if self.early_stopping == "auto" else self.early_stopping
+        if not on:
+            return []
+        if self.validation_fraction is None:
+            raise ValueError(f"{type(self).__name__}: early stopping watches held-out rows; "
+                             "validation_fraction=None (the training loss) is not supported")
+        return [("train.patience", "n_iter_no_change", self.n_iter_no_change),
+                ("train.min_delta", "tol", self.tol), *self._validation_settings(True)]
 
     def _set_fitted(self, saved: SavedModel, state: dict) -> None:
         self._set_common_fitted(saved, state)
@@ -61,14 +89,39 @@ class _Boosting(MpimlEstimator):
         X = self._local_input(X)
         return self.model_.predict(X)
 
+    def to_sklearn(self):
+        """Always raises NotImplementedError: scikit-learn's histogram gradient boosting keeps
+        its trees in private predictor objects that only its own ``fit`` builds, with no public
+        way to construct one from given trees, so these trees cannot become its estimator."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.to_sklearn: scikit-learn's HistGradientBoosting estimators "
+            "build their tree predictors only inside their own fit and offer no public way to "
+            "construct them from given trees; predict with this estimator (or python -m "
+            "mpiml.predict) instead")
+
 
 class HistGradientBoostingClassifier(GlobalClassifierScore, _Boosting):
     """Gradient-boosted trees for two (logistic loss) or more (softmax, one tree per class per
-    round) classes, any sortable labels."""
+    round) classes, any sortable labels. ``class_weight`` (None, "balanced" or a mapping label
+    -> weight) multiplies each row's weight by its class's, as scikit-learn's."""
 
-    def fit(self, X, y):
-        """Fit on this rank's rows ``X``, ``y`` (collective: every rank calls it)."""
-        return self._fit(X, y, "hgbt_classifier", "classes")
+    def __init__(self, *, learning_rate=0.1, max_iter=100, max_depth=6, min_samples_leaf=20,
+                 l2_regularization=1.0, max_bins=255, early_stopping="auto",
+                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-7, class_weight=None,
+                 random_state=None, allreduce_algorithm="auto", checkpoint_dir=None, comm=None):
+        super().__init__(learning_rate=learning_rate, max_iter=max_iter, max_depth=max_depth,
+                         min_samples_leaf=min_samples_leaf,
+                         l2_regularization=l2_regularization, max_bins=max_bins,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction,
+                         n_iter_no_change=n_iter_no_change, tol=tol,
+                         random_state=random_state, allreduce_algorithm=allreduce_algorithm,
+                         checkpoint_dir=checkpoint_dir, comm=comm)
+        self.class_weight = class_weight
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on this rank's rows ``X``, ``y`` and their ``sample_weight`` (None: all 1)
+        (collective: every rank calls it)."""
+        return self._fit(X, y, "hgbt_classifier", "classes", sample_weight)
 
     def predict_proba(self, X):
         """Class probabilities, shape (n, K), columns in the order of ``classes_`` (local)."""
@@ -85,6 +138,7 @@ class HistGradientBoostingClassifier(GlobalClassifierScore, _Boosting):
 class HistGradientBoostingRegressor(GlobalRegressorScore, _Boosting):
     """Gradient-boosted trees for real targets (squared error)."""
 
-    def fit(self, X, y):
-        """Fit on this rank's rows ``X``, ``y`` (collective: every rank calls it)."""
-        return self._fit(X, y, "hgbt_regressor", "values")
+    def fit(self, X, y, sample_weight=None):
+        """Fit on this rank's rows ``X``, ``y`` and their ``sample_weight`` (None: all 1)
+        (collective: every rank calls it)."""
+        return self._fit(X, y, "hgbt_regressor", "values", sample_weight)

@@ -34,6 +34,9 @@ def save_model(path, saved: SavedModel, config_yaml: str = "", attrs: dict | Non
                          mpiml_version=__version__, kind=saved.kind,
                          n_features=saved.n_features, n_classes=saved.n_classes,
                          options=json.dumps(saved.options), config=config_yaml)
+        for name in ("train_rows", "train_weight"):
+            if getattr(saved, name) is not None:
+                out.attrs[name] = getattr(saved, name)
         out.attrs.update(attrs or {})
         group = out.create_group("model")
         for name, array in saved.arrays.items():
@@ -71,9 +74,15 @@ def load_model(path) -> SavedModel:
     saved = SavedModel(kind=str(attrs["kind"]), n_features=int(attrs["n_features"]),
                        arrays=arrays, options=json.loads(attrs["options"]),
                        n_classes=int(attrs["n_classes"]), classes=classes, scaler=scaler,
-                       attrs=attrs)
+                       attrs=attrs, train_rows=_number(attrs, "train_rows", int),
+                       train_weight=_number(attrs, "train_weight", float))
     model = saved.model
     if model is not None and saved.params.shape != (model.n_params,):
         raise ValueError(f"model file {path}: params has shape {saved.params.shape}, expected "
                          f"({model.n_params},) for a {saved.kind} model")
     return saved
+
+
+def _number(attrs: dict, name: str, kind):
+    """Attribute ``name`` as ``kind``, or None when the file has none (older files)."""
+    return None if name not in attrs else kind(attrs[name])

@@ -45,7 +45,7 @@ def fit(run: RunContext, rows: RunData) -> FitResult:
             from .first_order import fit_first_order
 
             fitted = fit_first_order(problem)
-    return result_of(kind, rows, fitted, run.comm)
+    return result_of(kind, rows, fitted, run.reducer)
 
 
 def _loop(config) -> str:

@@ -25,11 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..comm import Reducer, allgather_object, raise_together
+from ..comm import Reducer, allgather_object, mark_raised_together, raise_together
+from ..data.weights import check_weights
 from ..data.run_rows import RunData
 from ..models import trees
+from ..models.base import check_sample_weight
 from ..models.tree_growth import GrowthParams, grow_round
 from ..run.context import RunContext
+from .boosting_watch import BoostingWatch
 from .evaluate import evaluate
 from .layout import RowLayout
 from .result import Fitted
@@ -53,12 +56,14 @@ class HGBTResult:
 
 
 def bin_edges(X, layout: RowLayout, max_bins: int, seed: int, comm,
-              sample_rows: int = BIN_SAMPLE_ROWS) -> tuple[np.ndarray, np.ndarray]:
+              sample_rows: int = BIN_SAMPLE_ROWS, sample_weight: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Edges of every feature, identical on all ranks: ``(edges, offsets)``. Collective.
 
     The sampled global rows (at most ``sample_rows``, and at most ``BIN_SAMPLE_BYTES`` of them)
     depend only on ``(n_total, n_features, seed)``; each rank contributes the sampled rows it
-    owns and the allgather returns them in rank order = global row order.
+    owns (with their ``sample_weight``, for weighted percentiles) and the allgather returns
+    them in rank order = global row order.
     """
     n_total = layout.n_total
     sample_rows = max(1, min(sample_rows, BIN_SAMPLE_BYTES // (8 * max(X.shape[1], 1))))
@@ -70,8 +75,14 @@ def bin_edges(X, layout: RowLayout, max_bins: int, seed: int, comm,
     lo, hi = np.searchsorted(sample, (layout.start, layout.start + layout.n_local))
     rows = X[sample[lo:hi] - layout.start]
     values = np.asarray(rows.toarray() if sp.issparse(rows) else rows, dtype=np.float64)
-    gathered = np.concatenate(allgather_object(values, comm))
-    per_feature = [trees.feature_edges(gathered[:, j], max_bins) for j in range(X.shape[1])]
+    if sample_weight is None:
+        gathered, weights = np.concatenate(allgather_object(values, comm)), None
+    else:
+        parts = allgather_object((values, sample_weight[sample[lo:hi] - layout.start]), comm)
+        gathered = np.concatenate([part for part, _ in parts])
+        weights = np.concatenate([part for _, part in parts])
+    per_feature = [trees.feature_edges(gathered[:, j], max_bins, weights)
+                   for j in range(X.shape[1])]
     offsets = np.concatenate([[0], np.cumsum([len(e) for e in per_feature])]).astype(np.int64)
     return np.concatenate(per_feature).astype(np.float64), offsets
 
@@ -87,7 +98,9 @@ def fit_hgbt(X, y, comm=None, *, task: str = "binary", n_classes: int = 2,
              min_samples_leaf: int = 20, l2: float = 1.0, max_bins: int = 255,
              row_offset: int | None = None, n_total: int | None = None, seed: int = 0,
              bin_sample_rows: int = BIN_SAMPLE_ROWS, start: dict | None = None, on_tree=None,
-             reducer: Reducer | None = None) -> HGBTResult:
+             reducer: Reducer | None = None, watch: BoostingWatch | None = None,
+             restore_best: bool = True, sample_weight: np.ndarray | None = None
+             ) -> HGBTResult:
     """Boost ``n_estimators`` rounds of depth-wise trees on the rows of all ranks. Collective.
 
     ``X`` (dense or CSR, finite) and ``y`` are this rank's rows, in rank order (``row_offset``
@@ -101,6 +114,14 @@ def fit_hgbt(X, y, comm=None, *, task: str = "binary", n_classes: int = 2,
     ``on_tree(state)`` is called after every round (one tree, or K for multiclass) with the
     complete resumable state: the model dict so far. ``start=state`` resumes from it (bin
     edges and baseline included) and equals the uninterrupted fit bit for bit.
+
+    ``sample_weight`` (this rank's rows; finite, >= 0, None: all 1) weighs the baseline (a
+    weighted mean), the gradients and hessians, the bin percentiles and the loss, as
+    scikit-learn does; ``min_samples_leaf`` still counts rows.
+
+    ``watch`` scores validation rows after every round (:mod:`mpiml.fit.boosting_watch`): the
+    rounds stop when it says so, and with ``restore_best`` the model keeps the trees of its
+    best round.
     """
     trees.check_arguments(X, task, n_classes, n_estimators, learning_rate, max_depth,
                           min_samples_leaf, l2, max_bins, bin_sample_rows)
@@ -109,15 +130,27 @@ def fit_hgbt(X, y, comm=None, *, task: str = "binary", n_classes: int = 2,
     targets, error = None, None
     try:
         targets = trees.check_local_data(X, y, task, n_classes)
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        if sample_weight is not None:
+            check_weights(sample_weight, 0, "sample_weight", "row")
     except ValueError as exc:
         error = exc
     raise_together(error, reducer.comm)
     n_outputs = n_classes if task == "multiclass" else 1
+    weight = float(layout.n_total)
+    if sample_weight is not None:
+        weight = float(_exact_column_sums(sample_weight[None, :], layout.n_total, reducer)[0])
+        if not weight > 0:
+            raise mark_raised_together(ValueError(
+                "sample_weight: every sample weight is zero; at least one row needs a positive "
+                "weight"))
     if start is None:
         edges, edge_offsets = bin_edges(X, layout, max_bins, seed, reducer.comm,
-                                        bin_sample_rows)
-        means = _exact_column_sums(trees.target_columns(targets, task, n_outputs),
-                                   layout.n_total, reducer) / layout.n_total
+                                        bin_sample_rows, sample_weight)
+        columns = trees.target_columns(targets, task, n_outputs)
+        if sample_weight is not None:
+            columns *= sample_weight
+        means = _exact_column_sums(columns, layout.n_total, reducer) / weight
         baseline, grown_trees = trees.baseline_scores(means, task), []
     else:
         edges, edge_offsets = np.asarray(start["bin_edges"]), np.asarray(start["edge_offsets"])
@@ -131,9 +164,13 @@ def fit_hgbt(X, y, comm=None, *, task: str = "binary", n_classes: int = 2,
     raw = np.tile(baseline, (layout.n_local, 1))
     trees.add_trees(raw, grown_trees, binned)
     params = GrowthParams(max_depth, min_samples_leaf, float(l2), float(learning_rate))
+    if watch is not None:
+        watch.start(baseline, edges, edge_offsets, grown_trees, start)
     for _round in range(len(grown_trees) // n_outputs, n_estimators):
-        quantized, scale = reducer.quantize_rows(trees.gradients(raw, targets, task),
-                                                 layout.n_total)
+        if watch is not None and watch.converged:
+            break
+        quantized, scale = reducer.quantize_rows(
+            trees.gradients(raw, targets, task, sample_weight), layout.n_total)
         sums = reducer.sum(quantized.sum(axis=1))
         totals = np.column_stack([sums[:n_outputs], sums[n_outputs:],
                                   np.full(n_outputs, float(layout.n_total))])
@@ -147,33 +184,65 @@ def fit_hgbt(X, y, comm=None, *, task: str = "binary", n_classes: int = 2,
                                              + tree["threshold_bin"][split]]
             raw[:, output] += tree["value"][leaves[output]]
             grown_trees.append((output, tree))
+        state = {}
+        if watch is not None:
+            watch.after_round(len(grown_trees) // n_outputs, grown_trees[-n_outputs:])
+            state = watch.state()
         if on_tree is not None:
-            on_tree(trees.model_arrays(task, baseline, edges, edge_offsets, grown_trees))
+            on_tree({**trees.model_arrays(task, baseline, edges, edge_offsets, grown_trees),
+                     **state})
+    if watch is not None and restore_best and watch.best_rounds * n_outputs < len(grown_trees):
+        grown_trees = grown_trees[:watch.best_rounds * n_outputs]
+        raw = np.tile(baseline, (layout.n_local, 1))
+        trees.add_trees(raw, grown_trees, binned)
     loss = reducer.sum_over_rows(
-        lambda lo, hi: np.array([trees.loss_sum(raw[lo:hi], targets[lo:hi], task)]),
+        lambda lo, hi: np.array([trees.loss_sum(
+            raw[lo:hi], targets[lo:hi], task,
+            None if sample_weight is None else sample_weight[lo:hi])]),
         layout.n_local, layout.n_total)
     return HGBTResult(trees.model_arrays(task, baseline, edges, edge_offsets, grown_trees),
-                      len(grown_trees) // n_outputs, float(loss[0]) / layout.n_total)
+                      len(grown_trees) // n_outputs, float(loss[0]) / weight)
 
 
 def run_boosting(run: RunContext, rows: RunData) -> Fitted:
-    """Boosted trees on ``rows`` as ``config.hgbt`` says, checkpointing after rounds."""
+    """Boosted trees on ``rows`` as ``config.hgbt`` says, checkpointing after rounds; with a
+    validation set, early stopping (``train.patience``) and the best round
+    (``train.restore_best``)."""
     config = run.config
     kind, cfg = config.model.kind, config.hgbt
     task = "regression" if rows.task == "regression" else (
         "binary" if rows.n_classes == 2 else "multiclass")
-    rounds = Rounds(run, rows, identity(kind, rows), cfg.n_estimators)
+    watch = None
+    if rows.validation is not None:
+        watch = BoostingWatch(rows.validation, task, rows.n_classes, run.reducer,
+                              config.train.patience, config.train.min_delta)
+    rounds = Rounds(run, rows, identity(kind, rows), cfg.n_estimators,
+                    describe=lambda state: {key: state[key] for key in ("validation_loss",)
+                                            if key in state})
     result = fit_hgbt(rows.shard.X, rows.shard.y, task=task, n_classes=rows.n_classes,
                       n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
                       max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
                       l2=cfg.l2, max_bins=cfg.max_bins, row_offset=rows.shard.start,
                       n_total=rows.shard.n_total, seed=config.train.seed,
-                      start=rounds.start_state(), on_tree=rounds.after, reducer=run.reducer)
+                      start=rounds.start_state(), on_tree=rounds.after, reducer=run.reducer,
+                      watch=watch, restore_best=config.train.restore_best,
+                      sample_weight=rows.shard.w)
     rounds.finish()
     model = result.model
     scores = (None if task == "regression"
               else (lambda X: trees.predict_proba(model, X)))
-    final = evaluate(rows, lambda X: trees.predict(model, X), scores, run.reducer)
+
+    def metrics_on(part: str) -> dict:
+        return evaluate(rows, lambda X: trees.predict(model, X), scores, run.reducer,
+                        part=part)
+
+    final = metrics_on("test")
     final["train_loss"] = result.train_loss
-    run.log({"step": result.n_rounds, "train_loss": result.train_loss, "test": final})
-    return Fitted(model, {}, result.n_rounds, metrics=final)
+    validation = metrics_on("validation")
+    record = {"step": result.n_rounds, "train_loss": result.train_loss, "test": final}
+    if validation:
+        record["validation"] = validation
+    run.log(record)
+    return Fitted(model, {}, result.n_rounds, metrics=final,
+                  stopped_early=bool(watch is not None and watch.converged),
+                  validation=validation)

@@ -74,8 +74,7 @@ def fit_first_order(problem: GradientProblem) -> Fitted:
     step.drain(progress)
     if run.config.checkpoint.at_end and run.checkpoints.last_step != progress.step:
         problem.checkpoint(progress, state)
-    return Fitted({"params": problem.params}, problem.model.options(), progress.step,
-                  progress.epoch, problem.evaluate(), progress.stopped_early)
+    return problem.result(progress)
 
 
 def _survive(problem: GradientProblem, state: dict) -> Progress:

@@ -29,8 +29,18 @@ from ..optim import make_optimizer, make_schedule
 from ..run.context import RunContext
 from .evaluate import evaluate
 from .progress import Progress
+from .result import Fitted
 
 CONTROL_SLOTS = 4  # loss_sum, n_rows, stop votes, checkpoint votes
+
+
+def validation_score(metrics: dict[str, float]) -> float:
+    """What early stopping minimises on the validation set: the log-loss (probabilistic
+    classifiers), the RMSE (regression), else the error rate (1 - accuracy)."""
+    for key in ("log_loss", "rmse"):
+        if key in metrics:
+            return metrics[key]
+    return 1.0 - metrics["accuracy"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -59,6 +69,8 @@ class GradientProblem:
         if run.config.model.init_from:
             self.params = self._warm_start(run.config.model.init_from, rows)
         self.set_rows(rows)
+        # the parameters of the best validation score so far (train.restore_best)
+        self.best_params = self.params.copy() if rows.validation is not None else None
         self.last_objective, self.last_lr = math.nan, 0.0
         self._started = time.perf_counter()
         self._first_step = 0  # the step this process started from (a resume's)
@@ -139,11 +151,12 @@ class GradientProblem:
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def local_sums(self, params, batch, out: np.ndarray, step: int) -> None:
         """Fill ``out`` = [grad_sum | loss_sum | n_rows | stop | checkpoint] for this rank's rows
-        ``batch`` of the current global batch (None = all its rows)."""
+        ``batch`` of the current global batch (None = all its rows). With sample weights the
+        sums are weighted and ``n_rows`` is the rows' weight."""
         n, shard = self.n, self.rows.shard
-        X, y = (shard.X, shard.y) if batch is None else shard.batch(batch)
-        out[n] = self.model.loss_grad_sum(params, X, y, out[:n])
-        out[n + 1] = X.shape[0]
+        X, y, w = (shard.X, shard.y, shard.w) if batch is None else shard.batch(batch)
+        out[n] = self.model.loss_grad_sum(params, X, y, out[:n], w)
+        out[n + 1] = X.shape[0] if w is None else w.sum()
         out[n + 2:] = self.run.votes()
         self._inject(step, out[:n])
 
@@ -168,9 +181,10 @@ class GradientProblem:
             lo = index * block
             hi = min(lo + block, shard.n_local)
             vector = np.empty(n + 2)
+            w = None if shard.w is None else shard.w[lo:hi]
             vector[n] = self.model.loss_grad_sum(params, shard.X[lo:hi], shard.y[lo:hi],
-                                                 vector[:n])
-            vector[n + 1] = hi - lo
+                                                 vector[:n], w)
+            vector[n + 1] = hi - lo if w is None else w.sum()
             vectors.append(vector)
         self._inject(step, vectors[0][:n] if vectors else np.empty(0))
         with run.collective(step):
@@ -179,13 +193,18 @@ class GradientProblem:
 
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def objective_from_sums(self, sums: np.ndarray, params, grad_out: np.ndarray) -> float:
-        """Mean loss + penalty from reduced sums; the full gradient into ``grad_out``."""
+        """Mean loss + penalty from reduced sums; the full gradient into ``grad_out``. A batch
+        whose rows all weigh 0 contributes no loss and no gradient."""
         n = self.n
         count = sums[n + 1]
         penalty, penalty_grad = self.model.penalty(params)
-        np.divide(sums[:n], count, out=grad_out)
+        if count > 0:
+            np.divide(sums[:n], count, out=grad_out)
+        else:
+            grad_out[...] = 0.0
         grad_out += penalty_grad
-        return float(sums[n] / count + penalty + self.model.l1_penalty(params))
+        mean_loss = sums[n] / count if count > 0 else 0.0
+        return float(mean_loss + penalty + self.model.l1_penalty(params))
 
     def objective(self, params, step: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
         """The full-batch objective at ``params``, its gradient and the reduced [stop,
@@ -206,26 +225,31 @@ class GradientProblem:
     # -- evaluation ----------------------------------------------------------------------------
 
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")
-    def evaluate(self, params=None) -> dict[str, float]:
-        """Metrics on the held-out rows (collective; identical on every rank)."""
+    def evaluate(self, params=None, part: str = "test") -> dict[str, float]:
+        """Metrics on the test (or validation) rows (collective; identical on every rank)."""
         params = self.params if params is None else params
         model = self.model
         return evaluate(self.rows, lambda X: model.predict(params, X),
                         lambda X: model.class_scores(params, X), self.run.reducer,
-                        probabilistic=model.probabilistic)
+                        probabilistic=model.probabilistic, part=part)
 
     def end_epoch(self, progress: Progress) -> None:
-        """Evaluate, decide early stopping (on reduced values only), move to the next epoch."""
+        """Evaluate, decide early stopping (on reduced values only), remember the best
+        parameters on the validation set, move to the next epoch."""
         cfg = self.run.config.train
-        train_objective = float(progress.epoch_loss[0] / max(progress.epoch_loss[1], 1.0))
-        evaluation = self.evaluate()
-        self.run.log({"step": progress.step, "of": self.total_steps,
-                      "epoch": progress.epoch + 1, "epochs": cfg.epochs,
-                      "train_loss": train_objective, "test": evaluation, **self.clock_record()})
-        score = next((evaluation[key] for key in ("log_loss", "rmse") if key in evaluation),
-                     train_objective)  # lower is better
+        loss_sum, weight = progress.epoch_loss
+        train_objective = float(loss_sum / weight) if weight > 0 else 0.0
+        record = {"step": progress.step, "of": self.total_steps, "epoch": progress.epoch + 1,
+                  "epochs": cfg.epochs, "train_loss": train_objective, "test": self.evaluate()}
+        score = train_objective
+        if self.rows.validation is not None:
+            record["validation"] = self.evaluate(part="validation")
+            score = validation_score(record["validation"])
+        self.run.log({**record, **self.clock_record()})
         if score < progress.best - cfg.min_delta:
             progress.best, progress.bad_evals = score, 0
+            if self.best_params is not None:
+                self.best_params[:] = self.params
         else:
             progress.bad_evals += 1
         progress.epoch += 1
@@ -235,6 +259,23 @@ class GradientProblem:
             progress.stopped_early = progress.finished = True
         if progress.epoch >= cfg.epochs:
             progress.finished = True
+
+    def final_params(self) -> np.ndarray:
+        """The parameters the fit ends with: the best on the validation set when there is one
+        and ``train.restore_best`` is on (the checkpoints keep the last, so that a longer run
+        continues from where this one stopped), else the last."""
+        if self.best_params is not None and self.run.config.train.restore_best:
+            return self.best_params
+        return self.params
+
+    def result(self, progress: Progress) -> Fitted:
+        """What the loop returns: the final parameters and their test and validation
+        metrics."""
+        params = self.final_params()
+        validation = ({} if self.rows.validation is None
+                      else self.evaluate(params, part="validation"))
+        return Fitted({"params": params}, self.model.options(), progress.step, progress.epoch,
+                      self.evaluate(params), progress.stopped_early, validation)
 
     def pace(self, step: int) -> dict:
         """Where the run is and how fast it goes, for the log: the step of the total, rows per
@@ -300,6 +341,8 @@ class GradientProblem:
         """Save parameters, optimizer state, position (and overlap mode's reduction in
         flight) as the checkpoint of ``progress.step``."""
         arrays = {"params": self.params, **progress.to_arrays()}
+        if self.best_params is not None:
+            arrays["best_params"] = self.best_params
         arrays.update({f"opt/{name}": np.asarray(value) for name, value in state.items()})
         if pending_sums is not None:
             arrays["pending"] = pending_sums
@@ -317,6 +360,8 @@ class GradientProblem:
             return Progress(), None
         self._first_step = found.step
         self.params = np.array(found.arrays["params"], dtype=np.float64)
+        if self.best_params is not None and "best_params" in found.arrays:
+            self.best_params = np.array(found.arrays["best_params"], dtype=np.float64)
         for name in state:
             state[name] = np.array(found.arrays[f"opt/{name}"])
         checkpoints.last_step = found.step

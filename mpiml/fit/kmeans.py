@@ -1,4 +1,5 @@
-"""Distributed K-Means: k-means++ seeding, Lloyd iterations and a mini-batch variant.
+"""Distributed K-Means: the best of ``n_init`` fits, each seeded (k-means++ or random rows) or
+started from given centres, then Lloyd iterations or a mini-batch variant.
 
 Each rank holds its own rows (dense or CSR, e.g. from ``mpiml.data.load_shard(path, comm,
 y=None)``). A Lloyd iteration assigns this rank's rows to the nearest centre and produces the
@@ -6,16 +7,18 @@ sufficient statistics of the update (:func:`mpiml.models.kmeans.cluster_statisti
 per-cluster sums and counts and the inertia -- packed into ONE flat buffer ``[sums (k*d) | counts
 (k) | inertia (1)]`` and combined by ONE reduction; the new centres ``sums / counts`` are then
 identical on every rank. Every decision that changes which collectives run next (convergence,
-empty clusters, the end of an epoch) is taken on reduced or broadcast values only, so the ranks
-never disagree on the sequence of collectives.
+empty clusters, the end of an epoch, which initialisation is kept) is taken on reduced or
+broadcast values only, so the ranks never disagree on the sequence of collectives.
 
 Every reduction goes through the run's :class:`mpiml.comm.Reducer`; with ``comm=MPI.COMM_SELF``
-the same code is the serial algorithm. :func:`run_kmeans` runs it from a config, with the run's
-checkpoints and stop requests (:mod:`mpiml.fit.rounds`).
+the same code is the serial algorithm. The initial centres come from :mod:`.kmeans_init`.
+:func:`run_kmeans` runs it from a config, with the run's checkpoints and stop requests
+(:mod:`mpiml.fit.rounds`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -23,44 +26,35 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..comm import Reducer, allgather_object, broadcast, broadcast_object, mark_raised_together
+from ..comm import Reducer, mark_raised_together, raise_together
 from ..data.batches import BatchPlan
 from ..data.run_rows import RunData
-from ..models.base import check_positive_int
+from ..data.weights import check_weights, weight_total
+from ..models.base import check_positive_int, check_sample_weight, weighted_sum
 from ..models.kmeans import assign, cluster_statistics, row_norms, statistics_size
 from ..run.context import RunContext
+from .kmeans_init import fetch_row, given_centers, kmeans_plusplus, random_rows, read_init_file
 from .layout import RowLayout
 from .result import Fitted
 from .rounds import Rounds, identity
 
-#: Integer weights of k-means++ sum to at most 2**62: exact int64 prefix sums at any rank count.
-_WEIGHT_TOTAL = float(2**62)
+#: The seedings ``init`` may name (besides an array of centres).
+SEEDINGS = ("k-means++", "random")
 
 
 @dataclass
 class KMeansResult:
     """What :func:`fit_kmeans` produced. ``labels`` are this rank's rows; all else is identical
     on every rank. ``inertia`` is the sum of squared distances of all rows to their final centre;
-    ``n_iter`` counts Lloyd iterations (mini-batch: batches)."""
+    ``n_iter`` counts Lloyd iterations (mini-batch: batches); ``initialisation`` is the one of
+    the ``n_init`` fits that was kept (seeded with ``seed + initialisation``)."""
 
     centers: np.ndarray
     inertia: float
     n_iter: int
-    labels: np.ndarray
+    labels: np.ndarray | None
     converged: bool
-
-
-def _dense_row(X, row: int) -> np.ndarray:
-    return np.asarray(X[row].toarray()[0] if sp.issparse(X) else X[row], dtype=np.float64)
-
-
-def _fetch_row(X, layout: RowLayout, global_row: int, reducer) -> np.ndarray:
-    """Global row ``global_row`` as float64 on every rank, broadcast by the rank that owns it."""
-    owner = layout.owner(global_row)
-    row = np.empty(X.shape[1], dtype=np.float64)
-    if owner == layout.rank:
-        row[:] = _dense_row(X, global_row - layout.start)
-    return broadcast(row, reducer.comm, root=owner)
+    initialisation: int = 0
 
 
 def _scaled_tolerance(X, layout: RowLayout, tol: float, reducer) -> float:
@@ -83,49 +77,6 @@ def _scaled_tolerance(X, layout: RowLayout, tol: float, reducer) -> float:
     mean = moments[:d] / layout.n_total
     variance = np.maximum(moments[d:] / layout.n_total - mean * mean, 0.0)
     return float(tol * variance.mean())
-
-
-def _kmeans_plusplus(X, x_norms, layout: RowLayout, k: int, seed: int, reducer) -> np.ndarray:
-    """k-means++ seeding (Arthur & Vassilvitskii), the same centres at any rank count.
-
-    The first centre is a uniformly drawn global row; each next one is row i with probability
-    ``D(x_i)^2 / sum_j D(x_j)^2`` (D = distance to the nearest centre chosen so far). To make the
-    draw independent of the partition, every ``D^2`` is rounded down to an integer weight
-    ``floor(D^2 * 2^62 / (N max D^2))``: the integer sums are exact in any order, so the global
-    draw ``u`` (one RNG seeded identically on every rank) falls in the same row whether the
-    prefix sums are split over 1 or p ranks. The owning rank is found from the allgathered
-    per-rank sums (exclusive prefix in rank order); it picks its row from its local cumulative
-    sum and broadcasts it. If every weight is 0 (fewer distinct rows than centres), the row is
-    drawn uniformly.
-    """
-    rng = np.random.default_rng(seed)
-    centers = np.empty((k, X.shape[1]), dtype=np.float64)
-    centers[0] = _fetch_row(X, layout, int(rng.integers(layout.n_total)), reducer)
-    closest = assign(X, centers[:1], x_norms)[1]
-    largest = np.empty(1)
-    for c in range(1, k):
-        largest[0] = closest.max(initial=0.0)
-        reducer.max(largest)
-        scale = _WEIGHT_TOTAL / (layout.n_total * largest[0]) if largest[0] > 0 else 0.0
-        weights = np.floor(closest * scale).astype(np.int64)
-        cumulative = np.cumsum(weights)
-        local_totals = allgather_object(int(cumulative[-1]) if len(weights) else 0,
-                                        reducer.comm)
-        total = sum(local_totals)
-        if total == 0:
-            chosen = int(rng.integers(layout.n_total))
-        else:
-            u = int(rng.integers(total))
-            prefix = np.cumsum([0, *local_totals])
-            owner = int(np.searchsorted(prefix, u, side="right") - 1)
-            chosen = -1
-            if owner == layout.rank:
-                local = int(np.searchsorted(cumulative, u - prefix[owner], side="right"))
-                chosen = layout.start + local
-            chosen = int(broadcast_object(chosen, reducer.comm, root=owner))
-        centers[c] = _fetch_row(X, layout, chosen, reducer)
-        np.minimum(closest, assign(X, centers[c : c + 1], x_norms)[1], out=closest)
-    return centers
 
 
 def _farthest_row(distances: np.ndarray, layout: RowLayout, reducer) -> int:
@@ -151,27 +102,16 @@ def _reseed_empty(centers, counts, X, distances, layout, reducer) -> None:
     distances = distances.copy()
     for cluster in np.flatnonzero(counts == 0):
         row = _farthest_row(distances, layout, reducer)
-        centers[cluster] = _fetch_row(X, layout, row, reducer)
+        centers[cluster] = fetch_row(X, layout, row, reducer)
         if layout.owner(row) == layout.rank:
             distances[row - layout.start] = -np.inf
 
 
-def _initial_centers(init, X, x_norms, layout, k, seed, reducer) -> np.ndarray:
-    if isinstance(init, str):
-        if init != "k-means++":
-            raise ValueError(f"init must be 'k-means++' or an array of shape (k, d); got {init!r}")
-        return _kmeans_plusplus(X, x_norms, layout, k, seed, reducer)
-    centers = np.array(init, dtype=np.float64)
-    if centers.shape != (k, X.shape[1]):
-        raise ValueError(f"init centres must have shape ({k}, {X.shape[1]}); "
-                         f"got {centers.shape}")
-    return centers
-
-
-def _check_arguments(X, n_clusters, max_iter, tol, batch_size) -> None:
+def _check_arguments(X, n_clusters, n_init, max_iter, tol, batch_size) -> None:
     if not (sp.issparse(X) or isinstance(X, np.ndarray)) or X.ndim != 2:
         raise ValueError(f"X must be a 2-D numpy array or a CSR matrix; got {type(X).__name__}")
     check_positive_int("n_clusters", n_clusters)
+    check_positive_int("n_init", n_init)
     check_positive_int("max_iter", max_iter)
     if batch_size is not None:
         check_positive_int("batch_size (None for Lloyd)", batch_size)
@@ -179,16 +119,26 @@ def _check_arguments(X, n_clusters, max_iter, tol, batch_size) -> None:
         raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
 
 
-def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", max_iter: int = 300,
-               tol: float = 1e-4, seed: int = 0, batch_size: int | None = None,
-               start: dict | None = None, on_iteration=None, reducer: Reducer | None = None,
-               row_offset: int | None = None, n_total: int | None = None) -> KMeansResult:
+def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", n_init: int = 1,
+               max_iter: int = 300, tol: float = 1e-4, seed: int = 0,
+               batch_size: int | None = None, start: dict | None = None, on_iteration=None,
+               reducer: Reducer | None = None, row_offset: int | None = None,
+               n_total: int | None = None, sample_weight: np.ndarray | None = None
+               ) -> KMeansResult:
     """Cluster the rows of all ranks into ``n_clusters``. Collective: call on every rank.
 
     ``X`` is this rank's rows (dense or CSR), rows of rank r before those of rank r+1;
     ``row_offset`` (``shard.start``) and ``n_total`` are checked against that order when given.
-    ``init`` is ``"k-means++"`` (distributed, see :func:`_kmeans_plusplus`) or initial centres
-    ``(k, d)``.
+    ``init`` is ``"k-means++"`` (distributed, see :func:`.kmeans_init.kmeans_plusplus`),
+    ``"random"`` (``n_clusters`` distinct rows drawn uniformly from all ranks' rows) or initial
+    centres ``(k, d)`` (identical on every rank; rank 0's are used). Either seeding gives the
+    same centres on any number of ranks.
+
+    ``n_init`` fits run one after the other, fit i seeded with ``seed + i`` (its initial
+    centres and, for mini-batches, its batch order; so fit 0 is the ``n_init=1`` fit), and the
+    one with the lowest final inertia is kept (the first on a tie; inertias are reduced values,
+    so every rank keeps the same one). Given centres make one fit: ``n_init > 1`` then warns and
+    runs one, as scikit-learn does.
 
     Lloyd (``batch_size=None``): at most ``max_iter`` iterations; converged when the total
     squared centre shift ``sum_c ||c_new - c_old||^2 <= tol * mean_j Var(X[:, j])`` (scikit-
@@ -205,46 +155,154 @@ def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", max_iter: int
     (``v``) and ``"epoch_start_centers"``; ``"iteration"`` counts batches and ``"inertia"`` sums
     the batch inertias of the current epoch. Clusters that receive no rows keep their centre.
 
+    With ``n_init > 1`` the state also holds ``"initialisation"`` (the fit running),
+    ``"n_init"``, ``"max_iter"`` and, once a fit has finished, the best so far: ``"best_centers"``,
+    ``"best_inertia"``, ``"best_n_iter"``, ``"best_converged"``, ``"best_initialisation"``.
     ``start`` (a state from ``on_iteration``) resumes; on the same rank count the result equals
-    the uninterrupted run bit for bit. ``reducer`` (default ``Reducer(comm)``) makes every
-    reduction: its algorithm, and with ``block_rows > 1`` (reproducible mode, Lloyd only; each
-    rank's rows start on a block boundary) exact sums per block of global rows, so the result
-    has the same bits on any number of ranks.
+    the uninterrupted run bit for bit. (A finished fit ran with ``max_iter``, so a resume that
+    has finished fits behind it refuses another ``max_iter``.) ``reducer`` (default
+    ``Reducer(comm)``) makes every reduction: its algorithm, and with ``block_rows > 1``
+    (reproducible mode, Lloyd only; each rank's rows start on a block boundary) exact sums per
+    block of global rows, so the result has the same bits on any number of ranks.
+
+    ``sample_weight`` (this rank's rows; finite, >= 0, None: all 1) weighs every row as
+    scikit-learn does: the seeding draws (:mod:`.kmeans_init`), the centres (weighted means),
+    the counts (cluster weights; a cluster of weight 0 is empty) and the inertia. The
+    tolerance stays scikit-learn's unweighted variance.
     """
-    _check_arguments(X, n_clusters, max_iter, tol, batch_size)
+    _check_arguments(X, n_clusters, n_init, max_iter, tol, batch_size)
     reducer = Reducer(comm) if reducer is None else reducer
     if reducer.reproducible and batch_size is not None:
         raise ValueError("reproducible K-Means supports Lloyd iterations only (batch_size=None)")
     layout = RowLayout(X, reducer.comm, row_offset, n_total, "fit_kmeans")
+    sample_weight = _checked_weights(sample_weight, X.shape[0], layout.n_total, reducer)
     k, d = int(n_clusters), X.shape[1]
     if k > layout.n_total:
         raise mark_raised_together(ValueError(  # the global row count: known on every rank
             f"n_clusters={k} exceeds the {layout.n_total} rows"))
+    given = None
+    if isinstance(init, str):
+        if init not in SEEDINGS:
+            raise ValueError(f"init must be 'k-means++', 'random' or an array of shape "
+                             f"({k}, {d}); got {init!r}")
+    else:
+        given = given_centers(init, k, d, reducer.comm)
+        if n_init > 1:
+            if layout.rank == 0:
+                warnings.warn(f"initial centres given: one fit instead of n_init={n_init}",
+                              RuntimeWarning, stacklevel=2)
+            n_init = 1
+    first, best = _resume_point(start, n_init, max_iter)
     x_norms = row_norms(X)
     tol_abs = _scaled_tolerance(X, layout, tol, reducer)
-    if start is None:
-        centers = _initial_centers(init, X, x_norms, layout, k, seed, reducer)
-    else:
-        centers = np.array(start["centers"], dtype=np.float64)
-        if centers.shape != (k, d):
-            raise ValueError(f"start['centers'] must have shape ({k}, {d}); got {centers.shape}")
-    if batch_size is None:
-        centers, n_iter, converged = _lloyd(X, x_norms, centers, layout, max_iter, tol_abs, start,
-                                            on_iteration, reducer)
-    else:
-        centers, n_iter, converged = _minibatch(X, x_norms, centers, layout, max_iter, tol_abs,
-                                                batch_size, seed, start, on_iteration, reducer)
-    labels, distances = assign(X, centers, x_norms)
-    inertia = reducer.sum_over_rows(lambda lo, hi: np.array([distances[lo:hi].sum()]),
-                                    X.shape[0], layout.n_total)
-    if not converged and layout.rank == 0:
+    for initialisation in range(first, n_init):
+        resumed = start if initialisation == first else None
+        fit_seed = seed + initialisation
+        if resumed is not None:
+            centers = np.array(resumed["centers"], dtype=np.float64)
+            if centers.shape != (k, d):
+                raise ValueError(f"start['centers'] must have shape ({k}, {d}); "
+                                 f"got {centers.shape}")
+        elif given is not None:
+            centers = given.copy()
+        elif init == "random":
+            centers = random_rows(X, layout, k, fit_seed, reducer, sample_weight)
+        else:
+            centers = kmeans_plusplus(X, x_norms, layout, k, fit_seed, reducer, sample_weight)
+        report = on_iteration
+        if on_iteration is not None and n_init > 1:
+            report = _reporting_best(on_iteration, initialisation, n_init, max_iter, best)
+        result = _fit_once(X, x_norms, centers, layout, max_iter, tol_abs, batch_size, fit_seed,
+                           resumed, report, reducer, sample_weight)
+        result.initialisation = initialisation
+        if best is None or result.inertia < best.inertia:
+            best = result
+    if best.labels is None:  # the kept fit finished before this resume
+        best.labels = assign(X, best.centers, x_norms)[0]
+    if not best.converged and layout.rank == 0:
         warnings.warn(f"K-Means did not converge in {max_iter} "
                       f"{'iterations' if batch_size is None else 'epochs'} (tol={tol})",
                       RuntimeWarning, stacklevel=2)
+    return best
+
+
+def _checked_weights(sample_weight, n_rows: int, n_total: int, reducer) -> np.ndarray | None:
+    """This rank's sample weights as float64 after checks that raise the same error on every
+    rank (shape, values, a positive total)."""
+    error = None
+    try:
+        sample_weight = check_sample_weight(sample_weight, n_rows)
+        if sample_weight is not None:
+            check_weights(sample_weight, 0, "sample_weight", "row")
+    except ValueError as exc:
+        error = exc
+    raise_together(error, reducer.comm)
+    if sample_weight is not None and not weight_total(sample_weight, n_total, reducer) > 0:
+        raise mark_raised_together(ValueError(
+            "sample_weight: every sample weight is zero; at least one row needs a positive "
+            "weight"))
+    return sample_weight
+
+
+def _resume_point(start, n_init, max_iter) -> tuple[int, KMeansResult | None]:
+    """The fit a ``start`` state resumes (0 for a fresh start) and the best fit finished before
+    it (None if none). ``start`` is identical on every rank, and so is any error raised."""
+    if start is None:
+        return 0, None
+    saved_n_init = int(start.get("n_init", 1))
+    if saved_n_init != n_init:
+        raise mark_raised_together(ValueError(
+            f"start was saved by a fit with n_init={saved_n_init}; this one has n_init={n_init}"))
+    if "best_centers" not in start:
+        return int(start.get("initialisation", 0)), None
+    if int(start["max_iter"]) != max_iter:
+        raise mark_raised_together(ValueError(
+            f"max_iter={max_iter}, but the {int(start['initialisation'])} finished fit(s) of "
+            f"this n_init={n_init} run used max_iter={int(start['max_iter'])}: resume with "
+            f"max_iter={int(start['max_iter'])}, or start afresh"))
+    best = KMeansResult(np.array(start["best_centers"], dtype=np.float64),
+                        float(start["best_inertia"]), int(start["best_n_iter"]), None,
+                        bool(start["best_converged"]), int(start["best_initialisation"]))
+    return int(start["initialisation"]), best
+
+
+def _reporting_best(on_iteration, initialisation, n_init, max_iter, best):
+    """``on_iteration`` with the state of fit ``initialisation`` completed by the n_init
+    bookkeeping, so that a saved state resumes the whole run."""
+    def report(state: dict) -> None:
+        state.update(initialisation=initialisation, n_init=n_init, max_iter=max_iter)
+        if best is not None:
+            state.update(best_centers=best.centers, best_inertia=best.inertia,
+                         best_n_iter=best.n_iter, best_converged=int(best.converged),
+                         best_initialisation=best.initialisation)
+        on_iteration(state)
+
+    return report
+
+
+def _fit_once(X, x_norms, centers, layout, max_iter, tol_abs, batch_size, seed, start,
+              on_iteration, reducer, sample_weight=None) -> KMeansResult:
+    """One fit from ``centers`` (Lloyd or mini-batch), with its final labels and inertia."""
+    if batch_size is None:
+        centers, n_iter, converged = _lloyd(X, x_norms, centers, layout, max_iter, tol_abs, start,
+                                            on_iteration, reducer, sample_weight)
+    else:
+        centers, n_iter, converged = _minibatch(X, x_norms, centers, layout, max_iter, tol_abs,
+                                                batch_size, seed, start, on_iteration, reducer,
+                                                sample_weight)
+    labels, distances = assign(X, centers, x_norms)
+    inertia = reducer.sum_over_rows(
+        lambda lo, hi: np.array([weighted_sum(distances[lo:hi], _rows(sample_weight, lo, hi))]),
+        X.shape[0], layout.n_total)
     return KMeansResult(centers, float(inertia[0]), n_iter, labels, converged)
 
 
-def _lloyd(X, x_norms, centers, layout, max_iter, tol_abs, start, on_iteration, reducer):
+def _rows(values: np.ndarray | None, lo, hi) -> np.ndarray | None:
+    return None if values is None else values[lo:hi]
+
+
+def _lloyd(X, x_norms, centers, layout, max_iter, tol_abs, start, on_iteration, reducer,
+           sample_weight=None):
     """Lloyd iterations from ``centers``; returns (centers, iterations done, converged)."""
     k, d = centers.shape
     done = 0 if start is None else int(start["iteration"])
@@ -254,12 +312,15 @@ def _lloyd(X, x_norms, centers, layout, max_iter, tol_abs, start, on_iteration, 
 
         def statistics(lo, hi, labels=labels, distances=distances):
             part = np.empty(statistics_size(k, d))
-            cluster_statistics(part, X[lo:hi], labels[lo:hi], distances[lo:hi])
+            cluster_statistics(part, X[lo:hi], labels[lo:hi], distances[lo:hi],
+                               _rows(sample_weight, lo, hi))
             return part
 
         totals = reducer.sum_over_rows(statistics, X.shape[0], layout.n_total)
         counts = totals[k * d : k * d + k]
-        updated = totals[: k * d].reshape(k, d) / np.maximum(counts, 1.0)[:, None]
+        updated = np.zeros((k, d))  # the centres of empty clusters are reseeded below
+        np.divide(totals[: k * d].reshape(k, d), counts[:, None], out=updated,
+                  where=counts[:, None] > 0)
         if not counts.all():
             _reseed_empty(updated, counts, X, distances, layout, reducer)
         shift = float(np.square(updated - centers).sum())
@@ -271,7 +332,7 @@ def _lloyd(X, x_norms, centers, layout, max_iter, tol_abs, start, on_iteration, 
 
 
 def _minibatch(X, x_norms, centers, layout, max_epochs, tol_abs, batch_size, seed, start,
-               on_iteration, reducer):
+               on_iteration, reducer, sample_weight=None):
     """Mini-batch K-Means over the global batch order; returns (centers, batches, converged)."""
     k, d = centers.shape
     plan = BatchPlan(layout.n_total, batch_size, seed, layout.start,
@@ -293,7 +354,8 @@ def _minibatch(X, x_norms, centers, layout, max_epochs, tol_abs, batch_size, see
         rows = plan.local_rows(epoch, t)
         batch = X[rows] if sp.issparse(X) else np.take(X, rows, axis=0)
         labels, distances = assign(batch, centers, x_norms[rows])
-        cluster_statistics(buf, batch, labels, distances)
+        cluster_statistics(buf, batch, labels, distances,
+                           None if sample_weight is None else sample_weight[rows])
         reducer.sum(buf)
         batch_counts = buf[k * d : k * d + k]
         hit = batch_counts > 0
@@ -312,24 +374,37 @@ def _minibatch(X, x_norms, centers, layout, max_epochs, tol_abs, batch_size, see
     return centers, done, converged
 
 
-def run_kmeans(run: RunContext, rows: RunData) -> Fitted:
-    """K-Means on ``rows`` as ``config.kmeans`` says, checkpointing after iterations."""
+def run_kmeans(run: RunContext, rows: RunData, centers=None) -> Fitted:
+    """K-Means on ``rows`` as ``config.kmeans`` says, checkpointing after iterations.
+
+    The initial centres: ``centers`` when given (an estimator's ``init`` array), else those of
+    ``kmeans.init_file``, else seeded by ``kmeans.init``. Given centres are part of the
+    checkpoint's identity (by digest): a resume with other centres is refused.
+    """
     config = run.config
     cfg = config.kmeans
-    if cfg.n_clusters > rows.shard.n_total:  # before the run starts: known on every rank
+    shard = rows.shard
+    if cfg.n_clusters > shard.n_total:  # before the run starts: known on every rank
         raise mark_raised_together(ValueError(
-            f"kmeans.n_clusters={cfg.n_clusters} exceeds the {rows.shard.n_total} rows of "
+            f"kmeans.n_clusters={cfg.n_clusters} exceeds the {shard.n_total} rows of "
             f"{config.data.train}"))
-    total = cfg.max_iter
+    if centers is not None:
+        centers = given_centers(centers, cfg.n_clusters, shard.n_features, run.comm)
+    elif cfg.init_file:
+        centers = read_init_file(cfg.init_file, cfg.n_clusters, shard.n_features, run.comm)
+    fits = 1 if centers is not None else cfg.n_init
+    total = cfg.max_iter * fits
     if cfg.batch_size is not None:  # mini-batch: max_iter epochs of batches
-        total *= -(-rows.shard.n_total // cfg.batch_size)
-    rounds = Rounds(run, rows, identity("kmeans", rows), total,
-                    describe=lambda state: {"inertia": float(state["inertia"])})
-    result = fit_kmeans(rows.shard.X, cfg.n_clusters, max_iter=cfg.max_iter, tol=cfg.tol,
+        total *= -(-shard.n_total // cfg.batch_size)
+    given = {} if centers is None else {"init_centers": hashlib.sha256(centers.tobytes())
+                                        .hexdigest()}
+    rounds = Rounds(run, rows, identity("kmeans", rows, **given), total, describe=_describe)
+    result = fit_kmeans(shard.X, cfg.n_clusters, init=cfg.init if centers is None else centers,
+                        n_init=cfg.n_init, max_iter=cfg.max_iter, tol=cfg.tol,
                         seed=config.train.seed, batch_size=cfg.batch_size,
                         start=rounds.start_state(), on_iteration=rounds.after,
-                        reducer=run.reducer, row_offset=rows.shard.start,
-                        n_total=rows.shard.n_total)
+                        reducer=run.reducer, row_offset=shard.start, n_total=shard.n_total,
+                        sample_weight=shard.w)
     rounds.finish()
     final = {"inertia": result.inertia, "converged": bool(result.converged)}
     if rows.test is not None:
@@ -337,7 +412,17 @@ def run_kmeans(run: RunContext, rows: RunData) -> Fitted:
         distances = assign(test.X, result.centers)[1]
         final["test_inertia"] = float(run.reducer.sum_over_rows(
             lambda lo, hi: np.array([distances[lo:hi].sum()]), test.n_local, test.n_total)[0])
-    run.log({"step": result.n_iter, "inertia": result.inertia,
-             "converged": bool(result.converged)})
+    record = {"step": rounds.step, "inertia": result.inertia, "converged": bool(result.converged)}
+    if fits > 1:
+        record.update(initialisation=result.initialisation, n_iter=result.n_iter)
+    run.log(record)
     return Fitted({"centers": result.centers}, {"n_clusters": cfg.n_clusters}, result.n_iter,
                   metrics=final)
+
+
+def _describe(state: dict) -> dict:
+    """What a round's log line says besides its pace: the inertia, and which of n_init fits."""
+    record = {"inertia": float(state["inertia"])}
+    if "initialisation" in state:
+        record["initialisation"] = int(state["initialisation"])
+    return record

@@ -59,5 +59,5 @@ def fit_lbfgs(problem: GradientProblem) -> Fitted:
     progress.finished = True
     if cfg.checkpoint.at_end and run.checkpoints.last_step != progress.step:
         problem.checkpoint(progress, optimizer_state)
-    return Fitted({"params": problem.params}, problem.model.options(), progress.step, 1,
-                  problem.evaluate())
+    progress.epoch = 1
+    return problem.result(progress)

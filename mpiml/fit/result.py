@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.run_rows import RunData
+from ..data.weights import weight_total
 from ..models.saved import SavedModel
 
 
@@ -15,8 +16,8 @@ from ..models.saved import SavedModel
 class Fitted:
     """A loop's result, identical on every rank: the model's ``arrays`` and ``options``, the
     ``steps`` done (steps, L-BFGS or Lloyd iterations, boosting rounds), ``epochs`` done,
-    final ``metrics`` (held-out set, plus the family's own: inertia, train_loss...), and
-    whether it stopped early."""
+    final ``metrics`` (test set, plus the family's own: inertia, train_loss...), whether it
+    stopped early, and the ``validation`` metrics (empty without a validation set)."""
 
     arrays: dict[str, np.ndarray]
     options: dict
@@ -24,6 +25,7 @@ class Fitted:
     epochs: int = 0
     metrics: dict = field(default_factory=dict)
     stopped_early: bool = False
+    validation: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class FitResult:
     metrics: dict
     stopped_early: bool
     comm: object
+    validation: dict = field(default_factory=dict)
 
     @property
     def params(self) -> np.ndarray | None:
@@ -44,10 +47,15 @@ class FitResult:
         return self.saved.params
 
 
-def result_of(kind: str, rows: RunData, fitted: Fitted, comm) -> FitResult:
-    """The :class:`FitResult` of ``fitted``, trained as ``kind`` on ``rows``."""
-    saved = SavedModel(kind, rows.shard.n_features, fitted.arrays, fitted.options,
-                       n_classes=rows.n_classes, classes=rows.classes,
-                       scaler=rows.scaler)
+def result_of(kind: str, rows: RunData, fitted: Fitted, reducer) -> FitResult:
+    """The :class:`FitResult` of ``fitted``, trained as ``kind`` on ``rows``; collective (the
+    training weight total is summed on the exact grid: the same bits on any rank count)."""
+    shard = rows.shard
+    weight = (float(shard.n_total) if shard.w is None
+              else weight_total(shard.w, shard.n_total, reducer))
+    saved = SavedModel(kind, shard.n_features, fitted.arrays, fitted.options,
+                       n_classes=rows.n_classes, classes=rows.classes, scaler=rows.scaler,
+                       train_rows=shard.n_total, train_weight=weight)
+    comm = reducer.comm
     return FitResult(saved, fitted.steps, fitted.epochs, fitted.metrics, fitted.stopped_early,
-                     comm)
+                     comm, fitted.validation)

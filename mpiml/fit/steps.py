@@ -8,8 +8,8 @@ drives the same way.
   allreduce counterpart of asynchronous parameter-server SGD, with bounded staleness 1).
 * :class:`LocalSGDStep` -- each rank updates its own replica from its rows of each global batch
   (mean over its rows) for ``comm.local_steps`` steps; then replicas and optimizer states are
-  averaged, weighted by shard size. Checkpoints are taken at those averages, where replicas
-  agree.
+  averaged, weighted by shard size (with sample weights: by the shard's weight). Checkpoints
+  are taken at those averages, where replicas agree.
 
 Each ``__call__`` returns the reduced [stop, checkpoint] votes seen at this step, or None when
 this step reduced nothing (then no checkpoint or stop can be decided at it).
@@ -138,7 +138,7 @@ class LocalSGDStep(SyncStep):
         reduction of [params | state | loss since last average | votes | weight]. Returns the
         reduced [stop, checkpoint] votes."""
         problem, n, state = self.problem, self.problem.n, self.state
-        weight = float(problem.rows.shard.n_local)
+        weight = problem.rows.shard.local_weight
         names = [name for name in sorted(state) if name != "step"]
         parts = [problem.params * weight] + [state[name].reshape(-1) * weight for name in names]
         buf = np.concatenate(parts + [self.local_loss, self.local_votes, [weight]])

@@ -5,7 +5,8 @@ of shape ``(n_outputs,)`` when ``fit_intercept``. A single contiguous vector let
 any model travel in one allreduce buffer and lets every optimizer work on plain 1-D arrays.
 
 Models return sums over the rows they are given, never means: the trainer reduces the sums over
-all ranks and divides by the global row count, which stays exact for uneven shards.
+all ranks and divides by the global row count (with sample weights: the global weight sum),
+which stays exact for uneven shards.
 """
 
 from __future__ import annotations
@@ -52,6 +53,23 @@ def binary_signs(y: np.ndarray) -> np.ndarray:
     return signs
 
 
+def weighted_sum(values: np.ndarray, sample_weight: np.ndarray | None) -> float:
+    """``sum_i values_i``, or ``sum_i w_i values_i`` with per-row weights ``w``."""
+    return float(values.sum() if sample_weight is None else values @ sample_weight)
+
+
+def check_sample_weight(sample_weight, n_rows: int) -> np.ndarray | None:
+    """Per-row weights as a float64 vector of ``n_rows`` (None stays None: every row weighs 1).
+    Their values are checked where they enter (:mod:`mpiml.data.weights`)."""
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_rows,):
+        raise ValueError(f"sample_weight must be 1-D with {n_rows} entries (rows of X); got "
+                         f"shape {weights.shape}")
+    return weights
+
+
 def class_indices(y: np.ndarray, n_classes: int) -> np.ndarray:
     """Labels 0..n_classes-1 of any numeric dtype as an index array; reject any other label."""
     indices = np.asarray(y).astype(np.intp)
@@ -68,15 +86,17 @@ class LinearModel:
 
     Objective, formed by the trainer from the sums this class returns::
 
-        J(w) = (1/N) sum_i loss(z_i, y_i)
+        J(w) = (1/W) sum_i s_i loss(z_i, y_i)
                + 0.5 * alpha * (1 - l1_ratio) * ||coef||^2 + alpha * l1_ratio * ||coef||_1
 
-    where N is the global row count and the intercept is never penalised. The smooth L2 term
+    where ``s_i`` are the per-row sample weights (1 without them), W their global sum (the
+    row count N without them), and the intercept is never penalised. The smooth L2 term
     comes from :meth:`penalty`; the L1 term is applied by :meth:`prox` (proximal step).
 
-    Subclasses set ``kind`` and define ``_loss_sum(z, y)`` and ``_loss_and_dz(z, y)`` on float64
-    scores ``z`` of shape ``(n,)`` (one output) or ``(n, n_outputs)``; ``dz`` is the derivative
-    of each row's loss with respect to its scores. Both may overwrite ``z`` (a temporary).
+    Subclasses set ``kind`` and define ``_loss_sum(z, y, s)`` and ``_loss_and_dz(z, y, s)`` on
+    float64 scores ``z`` of shape ``(n,)`` (one output) or ``(n, n_outputs)`` and per-row
+    weights ``s`` (None: all 1); ``dz`` is the derivative of each row's weighted loss with
+    respect to its scores. Both may overwrite ``z`` (a temporary).
     A subclass may instead override :meth:`_tile_loss_grad`, the step of
     :meth:`loss_grad_sum` for one tile of rows.
     """
@@ -172,10 +192,13 @@ class LinearModel:
         intercept = self.intercept(params) if self.fit_intercept else None
         return self._tile_scores(X, self._weights(params, X), intercept)
 
-    def loss_grad_sum(self, params: np.ndarray, X, y: np.ndarray, grad_out: np.ndarray) -> float:
+    def loss_grad_sum(self, params: np.ndarray, X, y: np.ndarray, grad_out: np.ndarray,
+                      sample_weight: np.ndarray | None = None) -> float:
         """Sum over the rows of X of the loss; its gradient sum is written into ``grad_out``.
 
-        ``X`` is a dense 2-D array (float32 or float64) or a CSR matrix, ``y`` is 1-D.
+        ``X`` is a dense 2-D array (float32 or float64) or a CSR matrix, ``y`` is 1-D;
+        ``sample_weight`` (one weight per row, None: all 1) weighs each row's loss and
+        gradient.
         ``grad_out`` (float64, length ``n_params``, may be a view into a larger buffer) is
         overwritten. Dense X is processed in tiles of rows (:data:`TILE_BYTES`): per tile,
         one product gives the scores for the loss and one gives the gradient, while the tile is
@@ -186,27 +209,29 @@ class LinearModel:
         if not grad_out.flags.c_contiguous:
             raise ValueError("grad_out must be contiguous (a slice of the flat reduction buffer)")
         self._check_data(X, y)
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
         weights = self._weights(params, X)
         intercept = self.intercept(params) if self.fit_intercept else None
         coef_grad = self.coef(grad_out)
         intercept_grad = grad_out[self._n_coef :] if self.fit_intercept else None
         n, row_bytes = X.shape[0], X.shape[1] * X.dtype.itemsize
         if not isinstance(X, np.ndarray) or n * row_bytes <= TILE_BYTES:  # one tile; CSR too
-            return self._tile_loss_grad(X, y, weights, intercept, coef_grad, intercept_grad,
-                                         False)
+            return self._tile_loss_grad(X, y, sample_weight, weights, intercept, coef_grad,
+                                         intercept_grad, False)
         step = max(1, TILE_BYTES // row_bytes)
         loss = 0.0
         for lo in range(0, n, step):
-            loss += self._tile_loss_grad(X[lo : lo + step], y[lo : lo + step], weights,
-                                          intercept, coef_grad, intercept_grad, lo > 0)
+            tile_weight = None if sample_weight is None else sample_weight[lo : lo + step]
+            loss += self._tile_loss_grad(X[lo : lo + step], y[lo : lo + step], tile_weight,
+                                          weights, intercept, coef_grad, intercept_grad, lo > 0)
         return float(loss)
 
-    def _tile_loss_grad(self, X, y, weights, intercept, coef_grad, intercept_grad,
-                         accumulate: bool) -> float:
-        """Loss sum of one tile of rows; writes (``accumulate``: adds) its gradient sums into
-        ``coef_grad`` (a view of shape ``(n_outputs, n_features)``) and ``intercept_grad``
-        (None without intercept)."""
-        loss, dz = self._loss_and_dz(self._tile_scores(X, weights, intercept), y)
+    def _tile_loss_grad(self, X, y, sample_weight, weights, intercept, coef_grad,
+                         intercept_grad, accumulate: bool) -> float:
+        """Loss sum of one tile of rows (weighted by ``sample_weight``, None: all 1); writes
+        (``accumulate``: adds) its gradient sums into ``coef_grad`` (a view of shape
+        ``(n_outputs, n_features)``) and ``intercept_grad`` (None without intercept)."""
+        loss, dz = self._loss_and_dz(self._tile_scores(X, weights, intercept), y, sample_weight)
         row_weights = dz.astype(weights.dtype, copy=False)
         tile_grad = X.T @ row_weights if self.n_outputs == 1 else (X.T @ row_weights).T
         intercept_sum = dz.sum(axis=0) if intercept_grad is not None else None
@@ -220,11 +245,13 @@ class LinearModel:
                 intercept_grad[...] = intercept_sum
         return float(loss)
 
-    def loss_sum(self, params: np.ndarray, X, y: np.ndarray) -> float:
-        """Sum over the rows of X of the loss (no penalty)."""
+    def loss_sum(self, params: np.ndarray, X, y: np.ndarray,
+                 sample_weight: np.ndarray | None = None) -> float:
+        """Sum over the rows of X of the (weighted) loss (no penalty)."""
         self._check_params("params", params)
         self._check_data(X, y)
-        return float(self._loss_sum(self._scores(params, X), y))
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        return float(self._loss_sum(self._scores(params, X), y, sample_weight))
 
     # -- regularisation ---------------------------------------------------------------------
 
@@ -277,8 +304,9 @@ class LinearModel:
         k ranks rows by how likely class k is (what evaluation needs): the probabilities."""
         return self.predict_proba(params, X)
 
-    def _loss_sum(self, scores: np.ndarray, y: np.ndarray) -> float:
+    def _loss_sum(self, scores: np.ndarray, y: np.ndarray, sample_weight) -> float:
         raise NotImplementedError
 
-    def _loss_and_dz(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    def _loss_and_dz(self, scores: np.ndarray, y: np.ndarray, sample_weight
+                     ) -> tuple[float, np.ndarray]:
         raise NotImplementedError

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .base import weighted_sum
+
 #: Entries of the (rows x clusters) distance tile computed at a time: bounds the temporaries.
 TILE_VALUES = 1 << 20
 #: Rows per tile of the dense cluster-sum product (a k x rows indicator times the rows).
@@ -61,18 +63,22 @@ def statistics_size(n_clusters: int, n_features: int) -> int:
     return n_clusters * n_features + n_clusters + 1
 
 
-def cluster_statistics(out: np.ndarray, X, labels: np.ndarray, distances: np.ndarray) -> None:
-    """``out`` = [per-cluster sums of rows (k*d) | counts (k) | sum of squared distances].
+def cluster_statistics(out: np.ndarray, X, labels: np.ndarray, distances: np.ndarray,
+                       sample_weight: np.ndarray | None = None) -> None:
+    """``out`` = [per-cluster sums of rows (k*d) | counts (k) | sum of squared distances],
+    with per-row ``sample_weight`` (None: all 1) the weighted sums, the weight of each cluster
+    in place of its count, and the weighted sum of squared distances.
 
-    Dense rows: per tile of rows a dense (k x rows) indicator times the tile (one small matrix
-    product in float64; a float32 tile is widened, a copy that stays in cache); CSR rows: one
-    sparse one-hot product. Sums are float64 whatever X's dtype, so they do not depend on how
-    the rows are split into tiles or over ranks beyond float64 rounding.
+    Dense rows: per tile of rows a dense (k x rows) indicator (holding the weights) times the
+    tile (one small matrix product in float64; a float32 tile is widened, a copy that stays in
+    cache); CSR rows: one sparse one-hot product. Sums are float64 whatever X's dtype, so they
+    do not depend on how the rows are split into tiles or over ranks beyond float64 rounding.
     """
     n, d = X.shape
     k = (out.size - 1) // (d + 1)
     if sp.issparse(X):
-        one_hot = sp.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
+        entries = np.ones(n) if sample_weight is None else sample_weight
+        one_hot = sp.csr_matrix((entries, (labels, np.arange(n))), shape=(k, n))
         out[: k * d] = (one_hot @ X).toarray().ravel()
     else:
         sums = out[: k * d].reshape(k, d)
@@ -81,6 +87,8 @@ def cluster_statistics(out: np.ndarray, X, labels: np.ndarray, distances: np.nda
         for lo in range(0, n, STATISTICS_TILE_ROWS):
             hi = min(n, lo + STATISTICS_TILE_ROWS)
             indicator = (labels[lo:hi] == clusters).astype(np.float64)
+            if sample_weight is not None:
+                indicator *= sample_weight[lo:hi]
             sums += indicator @ np.asarray(X[lo:hi], dtype=np.float64)
-    out[k * d : k * d + k] = np.bincount(labels, minlength=k)
-    out[-1] = distances.sum()
+    out[k * d : k * d + k] = np.bincount(labels, weights=sample_weight, minlength=k)
+    out[-1] = weighted_sum(distances, sample_weight)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from .base import LinearModel, check_binary
+from .base import LinearModel, check_binary, weighted_sum
 
 
 class LogisticRegression(LinearModel):
@@ -19,7 +19,7 @@ class LogisticRegression(LinearModel):
     magnitude overflows. (That is what ``np.logaddexp(0, -m)`` computes, but numpy's vectorised
     ``exp`` and ``log1p`` make it about 10x faster than ``logaddexp``, which dominated the
     full-batch gradient before.) ``C`` of scikit-learn's ``LogisticRegression`` is
-    ``1 / (N * alpha)``.
+    ``1 / (N * alpha)``; with sample weights, N is their global sum.
     """
 
     kind = "logistic"
@@ -32,25 +32,27 @@ class LogisticRegression(LinearModel):
         return flipped
 
     @staticmethod
-    def _loss_from_negated(negated) -> float:
-        """``sum_i log(1 + exp(-m_i))`` from the negated margins ``-m``, without overflow."""
+    def _loss_from_negated(negated, sample_weight) -> float:
+        """``sum_i w_i log(1 + exp(-m_i))`` from the negated margins ``-m``, without overflow."""
         tail = np.abs(negated)
         np.negative(tail, out=tail)
         np.exp(tail, out=tail)  # exp(-|m|) in (0, 1]
-        loss = float(np.log1p(tail, out=tail).sum())
-        return loss + float(np.maximum(negated, 0.0, out=tail).sum())
+        loss = weighted_sum(np.log1p(tail, out=tail), sample_weight)
+        return loss + weighted_sum(np.maximum(negated, 0.0, out=tail), sample_weight)
 
-    def _loss_sum(self, scores, y):
+    def _loss_sum(self, scores, y, sample_weight):
         scores *= self._flipped_signs(y)
-        return self._loss_from_negated(scores)
+        return self._loss_from_negated(scores, sample_weight)
 
-    def _loss_and_dz(self, scores, y):
+    def _loss_and_dz(self, scores, y, sample_weight):
         flipped = self._flipped_signs(y)
         negated = scores
         negated *= flipped  # -m = -s z
-        loss = self._loss_from_negated(negated)
+        loss = self._loss_from_negated(negated, sample_weight)
         dz = expit(negated, out=negated)
         dz *= flipped  # dloss/dz = -s expit(-m)
+        if sample_weight is not None:
+            dz *= sample_weight
         return loss, dz
 
     def predict_proba(self, params, X):

@@ -15,7 +15,13 @@ import numbers
 
 import numpy as np
 
-from .base import LinearModel, check_positive_int, class_indices
+from .base import (
+    LinearModel,
+    check_positive_int,
+    check_sample_weight,
+    class_indices,
+    weighted_sum,
+)
 
 ACTIVATIONS = ("relu", "tanh")
 TASKS = ("classification", "regression")
@@ -26,9 +32,10 @@ class MLP:
 
     Objective formed by the trainer from the sums this class returns::
 
-        J(theta) = (1/N) sum_i loss(scores_i, y_i) + 0.5 * alpha * sum_l ||W_l||^2
+        J(theta) = (1/W) sum_i s_i loss(scores_i, y_i) + 0.5 * alpha * sum_l ||W_l||^2
 
-    (biases are never penalised), with per-row losses
+    (biases are never penalised; ``s_i`` per-row sample weights, 1 without them, and W their
+    global sum), with per-row losses
 
     * classification (labels 0..K-1, K >= 2 outputs, binary included):
       ``loss_i = logsumexp(s_i) - s_i[y_i]``, ``dloss_i/ds_i = softmax(s_i) - onehot(y_i)``;
@@ -135,35 +142,47 @@ class MLP:
             inputs = scores
         return outputs
 
-    def _loss_and_dscores(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Summed loss and its derivative with respect to the scores (overwrites ``scores``)."""
+    def _loss_and_dscores(self, scores: np.ndarray, y: np.ndarray, sample_weight
+                          ) -> tuple[float, np.ndarray]:
+        """Summed (weighted) loss and its derivative with respect to the scores (overwrites
+        ``scores``)."""
         if self.task == "regression":
             residual = scores
             residual[:, 0] -= y
-            return 0.5 * float(np.einsum("ij,ij->", residual, residual)), residual
+            if sample_weight is None:
+                return 0.5 * float(np.einsum("ij,ij->", residual, residual)), residual
+            loss = 0.5 * float((residual[:, 0] * sample_weight) @ residual[:, 0])
+            residual *= sample_weight[:, None]
+            return loss, residual
         labels = class_indices(y, self.n_classes)
         rows = np.arange(len(labels))
         scores -= scores.max(axis=1, keepdims=True)
         log_partition = np.log(np.exp(scores).sum(axis=1))
-        loss = float(log_partition.sum() - scores[rows, labels].sum())
+        loss = (weighted_sum(log_partition, sample_weight)
+                - weighted_sum(scores[rows, labels], sample_weight))
         scores -= log_partition[:, None]
         probabilities = np.exp(scores, out=scores)
         probabilities[rows, labels] -= 1.0
+        if sample_weight is not None:
+            probabilities *= sample_weight[:, None]
         return loss, probabilities
 
-    def loss_grad_sum(self, params: np.ndarray, X, y: np.ndarray, grad_out: np.ndarray) -> float:
+    def loss_grad_sum(self, params: np.ndarray, X, y: np.ndarray, grad_out: np.ndarray,
+                      sample_weight: np.ndarray | None = None) -> float:
         """Sum over the rows of X of the loss; its gradient sum is written into ``grad_out``.
 
         ``X`` is dense (float32/float64) or CSR; ``grad_out`` (float64, ``n_params``, possibly a
         view into the reduction buffer) is overwritten layer by layer through its views.
+        ``sample_weight`` (one weight per row, None: all 1) weighs each row's loss and gradient.
         """
         self._check_params("params", params)
         self._check_params("grad_out", grad_out)
         if not grad_out.flags.c_contiguous:
             raise ValueError("grad_out must be contiguous (a slice of the flat reduction buffer)")
         self._check_data(X, y)
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
         activations = self._forward(params, X)
-        loss, delta = self._loss_and_dscores(activations[-1], y)
+        loss, delta = self._loss_and_dscores(activations[-1], y, sample_weight)
         layers, grads = self.layers(params), self.layers(grad_out)
         for index in range(len(layers) - 1, -1, -1):
             weight_grad, bias_grad = grads[index]
@@ -181,11 +200,13 @@ class MLP:
                 delta *= 1.0 - below * below
         return loss
 
-    def loss_sum(self, params: np.ndarray, X, y: np.ndarray) -> float:
-        """Sum over the rows of X of the loss (no penalty)."""
+    def loss_sum(self, params: np.ndarray, X, y: np.ndarray,
+                 sample_weight: np.ndarray | None = None) -> float:
+        """Sum over the rows of X of the (weighted) loss (no penalty)."""
         self._check_params("params", params)
         self._check_data(X, y)
-        return self._loss_and_dscores(self._forward(params, X)[-1], y)[0]
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        return self._loss_and_dscores(self._forward(params, X)[-1], y, sample_weight)[0]
 
     # -- regularisation ---------------------------------------------------------------------
 

@@ -22,7 +22,9 @@ class SavedModel:
     ``arrays``: ``params`` for the parameter-vector models, ``centers`` for K-Means, the tree
     arrays (:mod:`mpiml.models.trees`) for boosted trees. ``classes`` are the original labels
     (classification); ``scaler`` = (mean, scale) means the features were transformed as
-    (x - mean) / scale before the model saw them. ``attrs`` are a model file's attributes.
+    (x - mean) / scale before the model saw them. ``train_rows`` and ``train_weight`` are the
+    training rows' count and total weight (penalties in other libraries' units scale with them;
+    None when unknown). ``attrs`` are a model file's attributes.
     """
 
     kind: str
@@ -33,6 +35,8 @@ class SavedModel:
     classes: np.ndarray | None = None
     scaler: tuple[np.ndarray, np.ndarray] | None = None
     attrs: dict = field(default_factory=dict)
+    train_rows: int | None = None
+    train_weight: float | None = None
 
     @property
     def family(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .base import LinearModel, check_positive_int, class_indices
+from .base import LinearModel, check_positive_int, class_indices, weighted_sum
 
 
 class SoftmaxRegression(LinearModel):
@@ -17,7 +17,8 @@ class SoftmaxRegression(LinearModel):
 
     computed after subtracting each row's maximum score, so nothing overflows. The K-row
     parameterisation has a flat direction without L2 penalty; with ``alpha > 0`` the optimum is
-    unique and equals scikit-learn's ``LogisticRegression(C=1 / (N * alpha))``.
+    unique and equals scikit-learn's ``LogisticRegression(C=1 / (N * alpha))`` (with sample
+    weights, N is their global sum).
     """
 
     kind = "softmax"
@@ -36,24 +37,24 @@ class SoftmaxRegression(LinearModel):
         exp_scores = np.exp(scores)
         return exp_scores, np.log(exp_scores.sum(axis=1))
 
-    def _loss_sum(self, scores, y):
-        labels = class_indices(y, self.n_classes)
-        _, log_partition = self._shifted_log_partition(scores)
-        rows = np.arange(len(labels))
-        return float(log_partition.sum() - scores[rows, labels].sum())
+    def _loss_sum(self, scores, y, sample_weight):
+        return self._loss_and_dz(scores, y, sample_weight)[0]
 
-    def _loss_and_dz(self, scores, y):
+    def _loss_and_dz(self, scores, y, sample_weight):
         labels = class_indices(y, self.n_classes)
         exp_scores, log_partition = self._shifted_log_partition(scores)
         rows = np.arange(len(labels))
-        loss = float(log_partition.sum() - scores[rows, labels].sum())
+        loss = (weighted_sum(log_partition, sample_weight)
+                - weighted_sum(scores[rows, labels], sample_weight))
         probabilities = exp_scores
         probabilities /= np.exp(log_partition)[:, None]
         probabilities[rows, labels] -= 1.0
+        if sample_weight is not None:
+            probabilities *= sample_weight[:, None]
         return loss, probabilities
 
-    def _tile_loss_grad(self, X, y, weights, intercept, coef_grad, intercept_grad,
-                         accumulate: bool) -> float:
+    def _tile_loss_grad(self, X, y, sample_weight, weights, intercept, coef_grad,
+                         intercept_grad, accumulate: bool) -> float:
         """One tile of rows, as :meth:`_loss_and_dz` computes it but on the scores laid out
         class-major, ``(K, n)``: the row-wise max, sum and normalisation then run over K
         contiguous vectors of n values instead of n short rows of K (numpy's reductions along a
@@ -69,12 +70,14 @@ class SoftmaxRegression(LinearModel):
         scores -= scores.max(axis=0)
         flat = scores.reshape(-1)
         at_label = labels * n + np.arange(n)
-        picked = float(flat.take(at_label).sum())
+        picked = weighted_sum(flat.take(at_label), sample_weight)
         np.exp(scores, out=scores)
         partition = scores.sum(axis=0)
         scores /= partition  # probabilities
-        loss = float(np.log(partition, out=partition).sum()) - picked
+        loss = weighted_sum(np.log(partition, out=partition), sample_weight) - picked
         flat[at_label] -= 1.0  # dloss/dZ
+        if sample_weight is not None:
+            scores *= sample_weight
         row_weights = scores.astype(weights.dtype, copy=False)
         tile_grad = (X.T @ row_weights.T).T if sp.issparse(X) else row_weights @ X
         if not accumulate:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from .base import LinearModel, binary_signs
+from .base import LinearModel, binary_signs, weighted_sum
 
 LOSSES = ("hinge", "squared_hinge")
 
@@ -20,7 +20,8 @@ class LinearSVM(LinearModel):
         squared_hinge:  loss_i = g_i^2,   dloss_i/dz_i = -2 s_i g_i        (differentiable)
 
     scikit-learn's ``LinearSVC(C)`` minimises ``C * sum_i loss_i + 0.5 ||w||^2``, that is
-    ``alpha = 1 / (N * C)``; it also penalises its intercept, which this model never does.
+    ``alpha = 1 / (W * C)`` (W: the global weight sum, N without sample weights); it also
+    penalises its intercept, which this model never does.
     """
 
     kind = "svm"
@@ -32,16 +33,20 @@ class LinearSVM(LinearModel):
         super().__init__(n_features, fit_intercept, alpha, l1_ratio)
         self.loss = loss
 
-    def _loss_sum(self, scores, y):
-        gaps = np.maximum(1.0 - binary_signs(y) * scores, 0.0)
-        return float(gaps.sum() if self.loss == "hinge" else gaps @ gaps)
+    def _loss_sum(self, scores, y, sample_weight):
+        return self._loss_and_dz(scores, y, sample_weight)[0]
 
-    def _loss_and_dz(self, scores, y):
+    def _loss_and_dz(self, scores, y, sample_weight):
         signs = binary_signs(y)
         gaps = np.maximum(1.0 - signs * scores, 0.0)
         if self.loss == "hinge":
-            return float(gaps.sum()), np.where(gaps > 0.0, -signs, 0.0)
-        return float(gaps @ gaps), -2.0 * signs * gaps
+            loss, dz = weighted_sum(gaps, sample_weight), np.where(gaps > 0.0, -signs, 0.0)
+        else:
+            weighted = gaps if sample_weight is None else gaps * sample_weight
+            loss, dz = float(weighted @ gaps), -2.0 * signs * gaps
+        if sample_weight is not None:
+            dz *= sample_weight
+        return loss, dz
 
     def predict(self, params, X):
         """Labels in {0, 1} (int64): 1 where the score is positive."""

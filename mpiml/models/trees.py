@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit, log_softmax, softmax
 
-from .base import check_positive_int, class_indices
+from .base import check_positive_int, class_indices, weighted_sum
 
 TASKS = ("binary", "regression", "multiclass")
 #: Rows densified or binned at a time.
@@ -44,18 +44,40 @@ def dense_rows(X, lo: int, hi: int) -> np.ndarray:
     return np.asarray(rows.toarray() if sp.issparse(rows) else rows, dtype=np.float64)
 
 
-def feature_edges(column: np.ndarray, max_bins: int) -> np.ndarray:
+def feature_edges(column: np.ndarray, max_bins: int,
+                  sample_weight: np.ndarray | None = None) -> np.ndarray:
     """Bin edges of one feature from sample values (scikit-learn's ``_find_binning_thresholds``).
 
     At most ``max_bins`` distinct values: the midpoints between consecutive ones. More: the
-    ``max_bins - 1`` inner percentiles (method ``averaged_inverted_cdf``), duplicates removed.
+    ``max_bins - 1`` inner percentiles (method ``averaged_inverted_cdf``; weighted by
+    ``sample_weight`` when given), duplicates removed. Values of weight 0 take no part.
     """
-    column = np.sort(column)
+    if sample_weight is not None:
+        column, sample_weight = column[sample_weight != 0], sample_weight[sample_weight != 0]
+        order = np.argsort(column, kind="stable")
+        column, sample_weight = column[order], sample_weight[order]
+    else:
+        column = np.sort(column)
     distinct = np.unique(column)
     if len(distinct) <= max_bins:
         return (distinct[:-1] + distinct[1:]) * 0.5
     percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
-    return np.unique(np.percentile(column, percentiles, method="averaged_inverted_cdf"))
+    if sample_weight is None:
+        return np.unique(np.percentile(column, percentiles, method="averaged_inverted_cdf"))
+    return np.unique(weighted_percentiles(column, sample_weight, percentiles))
+
+
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray,
+                         percentiles: np.ndarray) -> np.ndarray:
+    """Percentiles of sorted ``values`` with positive ``weights``, method
+    ``averaged_inverted_cdf``: the first value whose cumulative weight reaches the percentile's
+    share of the total, or the mean of it and the next value when it reaches it exactly."""
+    cumulative = np.cumsum(weights)
+    targets = percentiles / 100 * cumulative[-1]
+    last = len(values) - 1
+    at = np.clip(np.searchsorted(cumulative, targets), 0, last)
+    beyond = cumulative[at] - targets > np.finfo(np.float64).eps
+    return np.where(beyond, values[at], (values[at] + values[np.minimum(at + 1, last)]) / 2)
 
 
 def bin_features(X, edges: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -109,9 +131,10 @@ def baseline_scores(means: np.ndarray, task: str) -> np.ndarray:
     return log_rates - log_rates.mean()
 
 
-def gradients(raw: np.ndarray, targets: np.ndarray, task: str) -> np.ndarray:
+def gradients(raw: np.ndarray, targets: np.ndarray, task: str,
+              sample_weight: np.ndarray | None = None) -> np.ndarray:
     """Gradients and hessians of the loss at the raw predictions, as ``(2T, n)``: T gradient
-    rows then T hessian rows.
+    rows then T hessian rows, each times the row's ``sample_weight`` when given.
 
     * binary, logistic loss: ``p = expit(f)``, ``g = p - y``, ``h = p (1 - p)``;
     * regression, ``0.5 (f - y)^2``: ``g = f - y``, ``h = 1``;
@@ -119,22 +142,30 @@ def gradients(raw: np.ndarray, targets: np.ndarray, task: str) -> np.ndarray:
       ``h_k = p_k (1 - p_k)`` (the diagonal of the Hessian, as scikit-learn).
     """
     if task == "regression":
-        return np.stack([raw[:, 0] - targets, np.ones(len(targets))])
-    if task == "binary":
+        both = np.stack([raw[:, 0] - targets, np.ones(len(targets))])
+    elif task == "binary":
         probability = expit(raw[:, 0])
-        return np.stack([probability - targets, probability * (1.0 - probability)])
-    probability = softmax(raw, axis=1).T
-    gradient = probability.copy()
-    gradient[targets, np.arange(len(targets))] -= 1.0
-    return np.concatenate([gradient, probability * (1.0 - probability)])
+        both = np.stack([probability - targets, probability * (1.0 - probability)])
+    else:
+        probability = softmax(raw, axis=1).T
+        gradient = probability.copy()
+        gradient[targets, np.arange(len(targets))] -= 1.0
+        both = np.concatenate([gradient, probability * (1.0 - probability)])
+    if sample_weight is not None:
+        both *= sample_weight
+    return both
 
 
-def loss_sum(raw: np.ndarray, targets: np.ndarray, task: str) -> float:
+def loss_sum(raw: np.ndarray, targets: np.ndarray, task: str,
+             sample_weight: np.ndarray | None = None) -> float:
+    """Sum over the rows of the (weighted) loss at the raw predictions."""
     if task == "regression":
-        return 0.5 * float(np.square(raw[:, 0] - targets).sum())
+        return 0.5 * weighted_sum(np.square(raw[:, 0] - targets), sample_weight)
     if task == "binary":
-        return float((np.logaddexp(0.0, raw[:, 0]) - targets * raw[:, 0]).sum())
-    return float(-log_softmax(raw, axis=1)[np.arange(len(targets)), targets].sum())
+        losses = np.logaddexp(0.0, raw[:, 0]) - targets * raw[:, 0]
+    else:
+        losses = -log_softmax(raw, axis=1)[np.arange(len(targets)), targets]
+    return weighted_sum(losses, sample_weight)
 
 
 # -- the model as arrays ------------------------------------------------------------------------

@@ -259,12 +259,24 @@ def test_reproducible_estimators_give_the_same_bits_on_any_rank_count(comm, make
             assert_all(same, f"{name} differs from the 1-rank fit")
 
 
-def test_reproducible_fit_needs_block_aligned_rows(comm):
-    if comm.size == 1:
-        return
-    X, y = make_classification(n_samples=301, n_features=5, random_state=0)
-    counts = [50] * (comm.size - 1) + [301 - 50 * (comm.size - 1)]
-    start = sum(counts[:comm.rank])
-    with pytest.raises(ValueError, match="every rank but the last must hold a multiple of"):
-        E.LogisticRegression(reproducible=True, comm=comm).fit(X[start:start + counts[comm.rank]],
-                                                             y[start:start + counts[comm.rank]])
+@pytest.mark.parametrize("make", [
+    lambda comm: E.MLPClassifier(hidden_layer_sizes=(6,), reproducible=True, batch_size=32,
+                                 max_iter=40, early_stopping=True, n_iter_no_change=3,
+                                 validation_fraction=0.25, comm=comm),
+    lambda comm: E.HistGradientBoostingClassifier(max_iter=60, max_depth=3, learning_rate=0.5,
+                                                  early_stopping=True, n_iter_no_change=3,
+                                                  validation_fraction=0.25, comm=comm),
+], ids=["mlp", "boosting"])
+def test_early_stopping_holds_out_the_same_rows_on_any_rank_count(comm, make):
+    """The validation rows are chosen by global row, so p ranks stop where 1 rank stops and
+    end with the same (best) model, to the bit (reproducible mode; trees are always exact)."""
+    X, y = make_classification(n_samples=1000, n_features=5, flip_y=0.2, random_state=1)
+    rows = uneven_rows(len(X), comm)
+    distributed = make(comm).fit(X[rows], y[rows])
+    alone = make(MPI.COMM_SELF).fit(X, y)
+    assert_all(alone.n_iter_ < alone.max_iter, "the fit did not stop early", comm)
+    assert_all(distributed.n_iter_ == alone.n_iter_,
+               f"stopped after {distributed.n_iter_}, alone after {alone.n_iter_}", comm)
+    probabilities = [fitted.predict_proba(X).tobytes() for fitted in (distributed, alone)]
+    assert_all(probabilities[0] == probabilities[1], "the models differ from the 1-rank fit",
+               comm)

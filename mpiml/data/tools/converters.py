@@ -1,6 +1,7 @@
-"""``convert``: CSV, LIBSVM/svmlight, .npy or .npz to the HDF5 layouts that
-:func:`mpiml.data.load_shard` reads; text formats are streamed in chunks of lines, and every
-line is checked: a bad one is named, never read as something else."""
+"""``convert``: CSV, LIBSVM/svmlight, .npy, .npz or Parquet to the HDF5 layouts that
+:func:`mpiml.data.load_shard` reads, optionally split into training, test and validation sets;
+text formats are streamed in chunks of lines, and every line is checked: a bad one is named,
+never read as something else."""
 
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ import math
 import os
 import re
 
-import h5py
 import numpy as np
 
 from ...files.atomic import atomic_hdf5
 from ..shard import DataError
+from .labels import label_index, sort_label_codes
 from .numpy_files import convert_numpy
+from .parquet_files import convert_parquet
+from .splitting import check_fractions, scratch_hdf5, write_splits
 from .writing import WRITE_BYTES, Progress, RowAppender
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".svm": "libsvm", ".libsvm": "libsvm",
-           ".svmlight": "libsvm", ".npy": "npy", ".npz": "npz"}
+           ".svmlight": "libsvm", ".npy": "npy", ".npz": "npz", ".parquet": "parquet",
+           ".pq": "parquet"}
 _QID = re.compile(r"qid:\S+")
 _COMMENT = re.compile(r"#[^\n]*")
 #: LIBSVM lines once comments and qid: fields are gone: blank, or a label and index:value
@@ -33,49 +37,73 @@ _PRINTABLE = re.compile("[!-~]+")
 #: Feature indices below this are exact in float64.
 _MAX_INDEX = 2 ** 53
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-#: What np.load raises for a broken .npz archive or member.
-#: Values per slice when rewriting labels or indices in place.
+#: Values per slice when rewriting indices in place.
 _SCAN_VALUES = 1 << 20
 
 
 def convert(src, out, *, fmt: str | None = None, label_column: str | int | None = -1,
             header: str = "auto", delimiter: str | None = None, n_features: int | None = None,
             zero_based: str = "auto", x_key: str = "X", y_key: str | None = "y",
-            dtype=None, progress: bool = False) -> None:
-    """Convert ``src`` (CSV, LIBSVM/svmlight, .npy or .npz) to the HDF5 file ``out``.
+            dtype=None, test_fraction: float = 0.0, validation_fraction: float = 0.0,
+            split_seed: int = 0, progress: bool = False) -> None:
+    """Convert ``src`` (CSV, LIBSVM/svmlight, .npy, .npz or Parquet) to the HDF5 file ``out``.
 
-    ``fmt`` defaults to the one the file name's extension implies. CSV: ``label_column`` is a
-    column name, an index (default -1, the last) or None for no labels; ``header`` is "auto",
-    "yes" or "no"; labels that are not numbers become class codes in sorted name order
-    (attribute ``label_names`` on y). LIBSVM: to CSR; ``zero_based`` "auto" (one-based unless
-    an index 0 occurs, as scikit-learn's load_svmlight_file decides), "yes" or "no".
-    .npy holds X only; .npz holds ``x_key`` and, if present, ``y_key``, or a matrix saved by
-    scipy.sparse.save_npz. ``dtype`` of X: float64 for text, the stored float type otherwise.
+    ``fmt`` defaults to the one the file name's extension implies (a directory: Parquet). CSV and
+    Parquet: ``label_column`` is a column name, an index (default -1, the last) or None for no
+    labels; CSV: ``header`` is "auto", "yes" or "no"; labels that are not numbers become class
+    codes in sorted name order (attribute ``label_names`` on y). LIBSVM: to CSR; ``zero_based``
+    "auto" (one-based unless an index 0 occurs, as scikit-learn's load_svmlight_file decides),
+    "yes" or "no". .npy holds X only; .npz holds ``x_key`` and, if present, ``y_key``, or a
+    matrix saved by scipy.sparse.save_npz. ``dtype`` of X: float64 for text, the stored float
+    type otherwise. ``test_fraction`` and ``validation_fraction`` move that share of the rows,
+    chosen at random from ``split_seed``, to X_test/y_test and X_val/y_val (splitting.py).
     Bad input raises DataError naming the file and, for text, the line (docs/data.md).
     """
     src = os.fspath(src)
-    if not os.path.isfile(src):
+    if not os.path.exists(src):
         raise FileNotFoundError(f"{src}: no such file")
+    if os.path.isdir(src):
+        fmt = fmt or "parquet"
     fmt = fmt or FORMATS.get(os.path.splitext(src)[1].lower())
-    if fmt not in ("csv", "libsvm", "npy", "npz"):
+    if fmt not in ("csv", "libsvm", "npy", "npz", "parquet"):
         raise ValueError(f"cannot tell the format of {src} from its extension; pass --format "
-                         f"csv, libsvm, npy or npz")
+                         f"csv, libsvm, npy, npz or parquet")
+    if os.path.isdir(src) and fmt != "parquet":
+        raise ValueError(f"{src} is a directory; only a directory of Parquet files converts")
     if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64; got {dtype!r}")
+    check_fractions(test_fraction, validation_fraction)
     counter = Progress(f"convert {os.path.basename(src)}", None, progress)
+    read = (src, fmt, label_column, header, delimiter, n_features, zero_based, x_key, y_key,
+            dtype, counter)
     with atomic_hdf5(out) as handle:
-        try:
-            if fmt == "csv":
-                _convert_csv(src, handle, label_column, header, delimiter, dtype, counter)
-            elif fmt == "libsvm":
-                _convert_libsvm(src, handle, n_features, zero_based, dtype, counter)
-            else:
-                convert_numpy(src, handle, fmt, x_key, y_key, dtype, counter)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{src}: not a {fmt} text file ({exc})") from exc
+        if test_fraction or validation_fraction:
+            with scratch_hdf5(out) as scratch:
+                _convert_into(scratch, *read)
+                counter.finish()
+                write_splits(scratch, handle, test_fraction, validation_fraction, split_seed,
+                             src, progress)
+        else:
+            _convert_into(handle, *read)
+            counter.finish()
         handle.attrs.update({"created_by": "mpiml.data convert", "format": fmt,
-                             "source": os.path.basename(src)})
-    counter.finish()
+                             "source": os.path.basename(os.path.normpath(src))})
+
+
+def _convert_into(handle, src, fmt, label_column, header, delimiter, n_features, zero_based,
+                  x_key, y_key, dtype, counter) -> None:
+    """Write X and y (and the file attributes the format gives) of ``src`` into ``handle``."""
+    try:
+        if fmt == "csv":
+            _convert_csv(src, handle, label_column, header, delimiter, dtype, counter)
+        elif fmt == "libsvm":
+            _convert_libsvm(src, handle, n_features, zero_based, dtype, counter)
+        elif fmt == "parquet":
+            convert_parquet(src, handle, label_column, dtype, counter)
+        else:
+            convert_numpy(src, handle, fmt, x_key, y_key, dtype, counter)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{src}: not a {fmt} text file ({exc})") from exc
 
 
 def _convert_csv(src, handle, label_column, header, delimiter, dtype, counter) -> None:
@@ -91,7 +119,7 @@ def _convert_csv(src, handle, label_column, header, delimiter, dtype, counter) -
             raise DataError(f"{src}: no data rows")
         names = _csv_fields(src, *head[0], delimiter)
         n_columns = len(names)
-        label = _label_index(src, names, label_column, header)
+        label = label_index(src, names, label_column, header)
         second = _csv_fields(src, *head[1], delimiter) if len(head) > 1 else None
         if header == "yes" or isinstance(label_column, str) or (
                 header == "auto" and _is_header(src, head[0], names, second, label)):
@@ -123,7 +151,7 @@ def _convert_csv(src, handle, label_column, header, delimiter, dtype, counter) -
         if names is not None:
             handle.attrs["feature_names"] = [n for i, n in enumerate(names) if i != label]
         if label_codes:
-            _sort_label_codes(appender.labels, label_codes)
+            sort_label_codes(appender.labels, label_codes)
 
 
 def _csv_fields(src, number, line, delimiter) -> list[str]:
@@ -160,23 +188,6 @@ def _is_header(src, first, names, second, label) -> bool:
                         f"the header (pandas writes none above its index); pass --header yes to "
                         f"read the column as a feature")
     return True
-
-
-def _label_index(src, names, label_column, header) -> int | None:
-    """Column index of the labels (None for no labels) from a name or a possibly negative index."""
-    if label_column is None:
-        return None
-    if isinstance(label_column, str):
-        if header == "no":
-            raise ValueError(f"label column {label_column!r} is a name, but header=no")
-        if label_column not in names:
-            raise DataError(f"{src}: no column named {label_column!r} in the header "
-                            f"({', '.join(names)})")
-        return names.index(label_column)
-    if not -len(names) <= label_column < len(names):
-        raise DataError(f"{src}: label column {label_column} is out of range: the file has "
-                        f"{len(names)} columns")
-    return label_column % len(names)
 
 
 def _is_number(text: str) -> bool:
@@ -256,18 +267,6 @@ def _bad_csv_line(src, chunk, delimiter, n_columns, label, text_labels, dtype,
                 what = "label" if position == label else "value"
                 return DataError(f"{where}: {what} {field!r} {problem}")
     return DataError(f"{src}, lines {chunk[0][0]}..{chunk[-1][0]}: cannot parse")
-
-
-def _sort_label_codes(labels: h5py.Dataset, codes: dict[str, int]) -> None:
-    """Renumber text-label codes (first-seen order) into sorted name order, slice by slice."""
-    names = sorted(codes)
-    renumber = np.empty(len(codes), dtype=np.float64)
-    for new, name in enumerate(names):
-        renumber[codes[name]] = new
-    for begin in range(0, len(labels), _SCAN_VALUES):
-        end = min(len(labels), begin + _SCAN_VALUES)
-        labels[begin:end] = renumber[labels[begin:end].astype(np.int64)]
-    labels.attrs["label_names"] = names
 
 
 def _convert_libsvm(src, handle, n_features, zero_based, dtype, counter) -> None:

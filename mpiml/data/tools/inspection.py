@@ -1,5 +1,6 @@
 """``inspect``: data sets, shapes, dtypes, label counts and NaN/Inf counts of an HDF5 file
-(streamed, so any file size fits in memory)."""
+(streamed, so any file size fits in memory), and the inputs of linked data sets that are
+missing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 
 import h5py
 import numpy as np
+
+from ..scan import missing_sources
 
 _LABEL_COUNT_LIMIT = 20
 _SCAN_VALUES = 1 << 20
@@ -40,7 +43,7 @@ def inspect(path) -> str:
             if name in csr_groups:
                 lines.append(_describe_csr(name, node))
             elif isinstance(node, h5py.Dataset):
-                lines.append(_describe_dataset(name, node))
+                lines.append(_describe_dataset(path, name, node))
     return "\n".join(lines)
 
 
@@ -70,8 +73,14 @@ def _describe_csr(name: str, group: h5py.Group) -> str:
             f"(density {len(data) / cells:.4g}), {_nonfinite_count(data)} NaN/Inf")
 
 
-def _describe_dataset(name: str, dataset: h5py.Dataset) -> str:
+def _describe_dataset(path: str, name: str, dataset: h5py.Dataset) -> str:
     text = f"{name}: {dataset.shape} {dataset.dtype}"
+    if dataset.is_virtual:
+        files = len({source.file_name for source in dataset.virtual_sources()})
+        text += f", linked from {files} file{'s' if files > 1 else ''}"
+        missing = missing_sources(path, dataset)
+        if missing:
+            text += f" (MISSING: {', '.join(missing)}; they read as NaN)"
     if dataset.dtype.kind not in "biuf":
         return text
     if dataset.dtype.kind == "f":
