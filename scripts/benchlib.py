@@ -169,6 +169,13 @@ def versions() -> dict:
         out["threadpoolctl"] = threadpoolctl.__version__
     except ImportError:
         pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("numba", "scikit-learn-intelex"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
     return out
 
 

@@ -17,7 +17,8 @@ MAX_LINES = 500
 #: (``__version__``).
 ALLOWED = {
     "comm": set(),
-    "models": set(),
+    "models": {"kernels"},
+    "kernels": set(),
     "optim": set(),
     "config": {"comm", "models"},
     "files": {"models"},

@@ -26,7 +26,8 @@ CASES = {  # case: (config changes, extra arguments, file written by the case, e
     "float32 overflow": ({"data": {"train": "huge.h5", "dtype": "float32"}}, [],
                          "which overflows float32"),
     "linked input missing": ({"data": {"train": "linked.h5"}}, [],
-                             "linked.h5: data set 'X' is linked to inputs that do not exist: half2.h5"),
+                             "linked.h5: data set 'X' is linked to inputs that do not "
+                             "exist: half2.h5"),
     "converted without a test split": ({"data": {"test": "converted.h5"}}, [],
                                        "converted.h5: no data set 'X_test'"),
 }

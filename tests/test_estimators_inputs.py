@@ -28,7 +28,8 @@ FAST = {"MLPClassifier": {"max_iter": 5, "batch_size": 32},
         "HistGradientBoostingRegressor": {"max_iter": 3}, "KMeans": {"n_clusters": 3}}
 CLASSIFIERS = ("LogisticRegression", "SoftmaxRegression", "LinearSVC", "MLPClassifier",
                "HistGradientBoostingClassifier")
-REGRESSORS = ("LinearRegression", "Ridge", "MLPRegressor", "HistGradientBoostingRegressor")
+REGRESSORS = ("LinearRegression", "Ridge", "Lasso", "ElasticNet", "MLPRegressor",
+              "HistGradientBoostingRegressor")
 
 
 def test_every_estimator_is_covered():

@@ -123,7 +123,7 @@ def test_a_validation_fraction_is_the_same_rows_on_any_rank_count(tmp_path, file
     one, model_one = job(tmp_path / "one", files, ranks=1, **sections)
     three, model_three = job(tmp_path / "three", files, ranks=3, **sections)
     assert len(epochs_of(one)) == len(epochs_of(three))
-    for a, b in zip(epochs_of(one), epochs_of(three)):
+    for a, b in zip(epochs_of(one), epochs_of(three), strict=True):
         assert a["validation"]["log_loss"] == pytest.approx(b["validation"]["log_loss"],
                                                             rel=1e-9)
     with h5py.File(model_one) as f1, h5py.File(model_three) as f3:

@@ -118,7 +118,8 @@ def steps(config, n_total: int) -> tuple[int, int, str]:
         per_epoch, what = 1, "full batch"
     else:  # reproducible mode batches whole blocks of block_rows rows
         block = config.block_rows
-        per_epoch = -(-(-(-n_total // block)) // (train.batch_size // block))
+        n_blocks = -(-n_total // block)
+        per_epoch = -(-n_blocks // (train.batch_size // block))
         what = f"mini-batches of {train.batch_size} rows"
     total = per_epoch * train.epochs
     return per_epoch, min(total, train.max_steps) if train.max_steps else total, what
@@ -141,9 +142,14 @@ def memory_estimate(config, rows) -> dict[str, int]:
     elif family == "hgbt":
         cfg = config.hgbt
         outputs = 1 if rows.task == "regression" or rows.n_classes == 2 else rows.n_classes
-        model = cfg.n_estimators * outputs * 2 ** (cfg.max_depth + 1) * 6 * 8
-        histograms = 3 * outputs * 2 ** (cfg.max_depth - 1) * d * (cfg.max_bins + 1) * 8
-        work = n_local * (d + outputs * 5 * 8) + histograms
+        leaves = max(1, shard.n_total // cfg.min_samples_leaf)  # the most any tree can have
+        if cfg.max_leaf_nodes is not None:
+            leaves = min(leaves, cfg.max_leaf_nodes)
+        if cfg.max_depth is not None:
+            leaves = min(leaves, 2 ** cfg.max_depth)
+        model = cfg.n_estimators * outputs * (2 * leaves - 1) * 6 * 8
+        histograms = 3 * outputs * leaves * d * (cfg.max_bins + 1) * 8  # a leaf's each, at most
+        work = n_local * (d + outputs * 6 * 8) + histograms
     else:
         from ..fit.gradient import build_model
 

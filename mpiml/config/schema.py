@@ -156,13 +156,19 @@ class KMeansConfig:
 @dataclass(frozen=True)
 class HGBTConfig:
     """Histogram gradient-boosted trees (model.kind: hgbt_classifier | hgbt_regressor).
-    A single decision tree is n_estimators 1 with learning_rate 1."""
+    The defaults are scikit-learn's HistGradientBoosting defaults. A single decision tree is
+    n_estimators 1 with learning_rate 1."""
 
     n_estimators: int = knob(100, "boosting rounds")
     learning_rate: float = knob(0.1, "shrinkage of each tree's leaf values")
-    max_depth: int = knob(6, "depth of each tree")
+    max_leaf_nodes: int | None = knob(31, "grow each tree best-first (the leaf of largest gain "
+                                          "splits next) to at most this many leaves; null: "
+                                          "depth-wise, every leaf of a level splits")
+    max_depth: int | None = knob(None, "deepest level a leaf may have, the root being 0 "
+                                       "(null: no limit; without max_leaf_nodes either, "
+                                       "trees grow until min_samples_leaf stops them)")
     min_samples_leaf: int = knob(20, "fewest rows a leaf may have")
-    l2: float = knob(1.0, "L2 regularisation of leaf values")
+    l2: float = knob(0.0, "L2 regularisation of leaf values")
     max_bins: int = knob(255, "histogram bins per feature (at most 255)")
 
 
@@ -298,6 +304,7 @@ RANGES = {
     ("hgbt", "n_estimators"): (1, None),
     ("hgbt", "learning_rate"): (0.0, None),
     ("hgbt", "max_depth"): (1, None),
+    ("hgbt", "max_leaf_nodes"): (2, None),
     ("hgbt", "min_samples_leaf"): (1, None),
     ("hgbt", "l2"): (0.0, None),
     ("hgbt", "max_bins"): (2, 255),
@@ -328,7 +335,8 @@ RESUME_LOCKED = (
     "model.hidden", "model.activation", "model.class_weight", "kmeans.n_clusters",
     "kmeans.batch_size",
     "kmeans.init", "kmeans.init_file", "kmeans.n_init",
-    "hgbt.learning_rate", "hgbt.max_depth", "hgbt.min_samples_leaf", "hgbt.l2", "hgbt.max_bins",
+    "hgbt.learning_rate", "hgbt.max_depth", "hgbt.max_leaf_nodes", "hgbt.min_samples_leaf",
+    "hgbt.l2", "hgbt.max_bins",
     "optimizer.name", "train.batch_size", "train.seed", "comm.mode", "comm.local_steps",
     "train.reproducible", "train.block_rows",
 )

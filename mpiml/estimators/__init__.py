@@ -9,14 +9,16 @@ of mpiml does not, and ``import mpiml`` does not import it.
 from __future__ import annotations
 
 from .cluster import KMeans
+from .elastic_net import ElasticNet, Lasso
 from .linear import LinearRegression, LinearSVC, LogisticRegression, Ridge, SoftmaxRegression
 from .neural import MLPClassifier, MLPRegressor
 from .persist import read
 from .trees import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 ESTIMATORS = {cls.__name__: cls for cls in (
-    LinearRegression, Ridge, LogisticRegression, SoftmaxRegression, LinearSVC, KMeans,
-    MLPClassifier, MLPRegressor, HistGradientBoostingClassifier, HistGradientBoostingRegressor)}
+    LinearRegression, Ridge, Lasso, ElasticNet, LogisticRegression, SoftmaxRegression,
+    LinearSVC, KMeans, MLPClassifier, MLPRegressor, HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor)}
 
 __all__ = sorted(ESTIMATORS) + ["load"]
 

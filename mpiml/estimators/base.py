@@ -357,18 +357,22 @@ class GradientEstimator(MpimlEstimator):
     def _fit_gradient_model(self, comm, rows, kind: str, settings) -> None:
         """Train model ``kind`` on the agreed rows with these model ``settings`` plus the solver's
         (:meth:`_gradient_settings`); store the fitted model."""
-        config = self._run_config(settings + self._gradient_settings())
+        config = self._run_config(settings + self._gradient_settings(comm, rows))
         result = self._fit_rows(config, comm, rows, standardize=self.standardize)
         self._set_fitted(result.saved, {"n_iter_": self._iterations(comm, result)})
 
-    def _gradient_settings(self) -> list[tuple[str, str, object]]:
+    def _learning_rate(self, comm, rows: FitInput):
+        """The first-order solvers' learning rate: ``learning_rate_init``."""
+        return self.learning_rate_init
+
+    def _gradient_settings(self, comm, rows: FitInput) -> list[tuple[str, str, object]]:
         """``solver`` and friends as config settings. ``max_iter`` is L-BFGS iterations for
         ``lbfgs`` and epochs for the first-order solvers, which stop early (``train.patience``)
         once the training loss has not improved by ``tol`` for ``n_iter_no_change`` epochs."""
         full_batch = self.solver in ("lbfgs", "gd")
         settings = [
             ("optimizer.name", "solver", self.solver),
-            ("optimizer.lr", "learning_rate_init", self.learning_rate_init),
+            ("optimizer.lr", "learning_rate_init", self._learning_rate(comm, rows)),
             ("train.batch_size", "batch_size", None if full_batch else self.batch_size),
             ("train.seed", "random_state", self._seed()),
             ("comm.mode", "comm_mode", self.comm_mode),

@@ -25,7 +25,6 @@ from sklearn.utils.validation import check_is_fitted
 from ..models.saved import SavedModel
 from .base import GlobalClassifierScore, GlobalRegressorScore, GradientEstimator, check_number
 
-
 #: scikit-learn's settings for the solvers it has (its ``"sgd"`` is SGD with momentum).
 SKLEARN_SOLVERS = {"lbfgs": {"solver": "lbfgs"}, "adam": {"solver": "adam"},
                    "sgd": {"solver": "sgd", "momentum": 0.0},

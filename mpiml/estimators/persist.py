@@ -107,7 +107,8 @@ def _json_object(path, attrs: dict, name: str) -> dict:
 #: The fitted state a run's model file does not record (the estimators leave these unset).
 NOT_RECORDED = {"n_iter_": None, "inertia_": None}
 
-#: The estimator of each model kind; a ``linear`` model's depends on its penalty.
+#: The estimator of each model kind; a ``linear`` model's depends on its penalty
+#: (LinearRegression, Ridge, Lasso or ElasticNet).
 KIND_ESTIMATORS = {
     "logistic": "LogisticRegression", "softmax": "SoftmaxRegression", "svm": "LinearSVC",
     "mlp_classifier": "MLPClassifier", "mlp_regressor": "MLPRegressor", "kmeans": "KMeans",
@@ -156,7 +157,8 @@ def _linear_hyperparameters(path, saved: SavedModel, config: Config) -> tuple[st
     """The linear estimator of a linear model and its hyperparameters. A penalty in
     scikit-learn's units (Ridge's ``alpha``, ``C``) is mpiml's ``model.alpha`` times the
     training weight W (the row count without sample weights), which the model file keeps (None
-    for a file without it, unless the penalty is 0)."""
+    for a file without it, unless the penalty is 0); Lasso's and ElasticNet's ``alpha`` is
+    mpiml's own."""
     options, kind = saved.options, saved.kind
     alpha, l1_ratio = options["alpha"], options["l1_ratio"]
     weight = saved.train_weight
@@ -166,7 +168,9 @@ def _linear_hyperparameters(path, saved: SavedModel, config: Config) -> tuple[st
             return "LinearRegression", shared
         if l1_ratio == 0:
             return "Ridge", dict(shared, alpha=None if weight is None else alpha * weight)
-        raise _no_l1_estimator(path, kind, l1_ratio, "LinearRegression and Ridge")
+        if l1_ratio == 1:
+            return "Lasso", dict(shared, alpha=alpha)
+        return "ElasticNet", dict(shared, alpha=alpha, l1_ratio=l1_ratio)
     C = np.inf if alpha == 0 else (None if weight is None else 1.0 / (alpha * weight))
     if kind == "svm":
         if l1_ratio > 0 and alpha > 0:
@@ -213,7 +217,8 @@ def run_estimator(path, saved: SavedModel) -> tuple[str, dict]:
             allreduce_algorithm=config.comm.algorithm, reproducible=config.train.reproducible)
     hgbt = config.hgbt
     return KIND_ESTIMATORS[saved.kind], dict(
-        learning_rate=hgbt.learning_rate, max_iter=hgbt.n_estimators, max_depth=hgbt.max_depth,
+        learning_rate=hgbt.learning_rate, max_iter=hgbt.n_estimators,
+        max_leaf_nodes=hgbt.max_leaf_nodes, max_depth=hgbt.max_depth,
         min_samples_leaf=hgbt.min_samples_leaf, l2_regularization=hgbt.l2,
         max_bins=hgbt.max_bins, random_state=seed, allreduce_algorithm=config.comm.algorithm)
 

@@ -4,10 +4,11 @@ The trees are identical at any rank count (integer histogram sums; see
 :mod:`mpiml.models.trees`).
 
 Parameters follow scikit-learn's estimators of the same names (``max_iter`` is the number of
-boosting rounds). Differences: trees grow depth-wise to ``max_depth`` (default 6; scikit-learn
-grows leaf-wise to 31 leaves); early stopping (``early_stopping``, ``validation_fraction``,
-``n_iter_no_change``, ``tol``, "auto" from 10,000 rows as in scikit-learn) watches held-out rows
-only and ends with the trees of the best round; missing values are not supported.
+boosting rounds), defaults included: trees grow best-first to ``max_leaf_nodes`` leaves (31;
+None grows depth-wise, level by level, to ``max_depth``). Differences: early stopping
+(``early_stopping``, ``validation_fraction``, ``n_iter_no_change``, ``tol``, "auto" from 10,000
+rows as in scikit-learn) watches held-out rows only and ends with the trees of the best round;
+missing values are not supported.
 ``sample_weight`` weighs gradients, hessians, the baseline and the bin percentiles as
 scikit-learn's does; ``min_samples_leaf`` counts rows, not weight, as in scikit-learn.
 There is no ``to_sklearn``: see :meth:`_Boosting.to_sklearn`.
@@ -23,12 +24,14 @@ from .base import GlobalClassifierScore, GlobalRegressorScore, MpimlEstimator
 class _Boosting(MpimlEstimator):
     """Parameters and fit shared by the two boosted-tree estimators."""
 
-    def __init__(self, *, learning_rate=0.1, max_iter=100, max_depth=6, min_samples_leaf=20,
-                 l2_regularization=1.0, max_bins=255, early_stopping="auto",
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-7, random_state=None,
-                 allreduce_algorithm="auto", checkpoint_dir=None, comm=None):
+    def __init__(self, *, learning_rate=0.1, max_iter=100, max_leaf_nodes=31, max_depth=None,
+                 min_samples_leaf=20, l2_regularization=0.0, max_bins=255,
+                 early_stopping="auto", validation_fraction=0.1, n_iter_no_change=10, tol=1e-7,
+                 random_state=None, allreduce_algorithm="auto", checkpoint_dir=None,
+                 comm=None):
         self.learning_rate = learning_rate
         self.max_iter = max_iter
+        self.max_leaf_nodes = max_leaf_nodes
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
         self.l2_regularization = l2_regularization
@@ -50,6 +53,7 @@ class _Boosting(MpimlEstimator):
             ("model.kind", "", kind),
             ("hgbt.n_estimators", "max_iter", self.max_iter),
             ("hgbt.learning_rate", "learning_rate", self.learning_rate),
+            ("hgbt.max_leaf_nodes", "max_leaf_nodes", self.max_leaf_nodes),
             ("hgbt.max_depth", "max_depth", self.max_depth),
             ("hgbt.min_samples_leaf", "min_samples_leaf", self.min_samples_leaf),
             ("hgbt.l2", "l2_regularization", self.l2_regularization),
@@ -105,11 +109,13 @@ class HistGradientBoostingClassifier(GlobalClassifierScore, _Boosting):
     round) classes, any sortable labels. ``class_weight`` (None, "balanced" or a mapping label
     -> weight) multiplies each row's weight by its class's, as scikit-learn's."""
 
-    def __init__(self, *, learning_rate=0.1, max_iter=100, max_depth=6, min_samples_leaf=20,
-                 l2_regularization=1.0, max_bins=255, early_stopping="auto",
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-7, class_weight=None,
-                 random_state=None, allreduce_algorithm="auto", checkpoint_dir=None, comm=None):
-        super().__init__(learning_rate=learning_rate, max_iter=max_iter, max_depth=max_depth,
+    def __init__(self, *, learning_rate=0.1, max_iter=100, max_leaf_nodes=31, max_depth=None,
+                 min_samples_leaf=20, l2_regularization=0.0, max_bins=255,
+                 early_stopping="auto", validation_fraction=0.1, n_iter_no_change=10, tol=1e-7,
+                 class_weight=None, random_state=None, allreduce_algorithm="auto",
+                 checkpoint_dir=None, comm=None):
+        super().__init__(learning_rate=learning_rate, max_iter=max_iter,
+                         max_leaf_nodes=max_leaf_nodes, max_depth=max_depth,
                          min_samples_leaf=min_samples_leaf,
                          l2_regularization=l2_regularization, max_bins=max_bins,
                          early_stopping=early_stopping, validation_fraction=validation_fraction,

@@ -20,7 +20,6 @@ from ..data.shard import Shard
 from ..models import trees
 
 
-
 class BoostingWatch:
     """Watches ``part`` (validation rows, labels as class indices or values) while boosting."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..comm import RankFailure
 from ..data.run_rows import load_run_data
-from .gradient import GradientProblem
+from .gradient import GradientProblem, quiet_overflow
 from .progress import Progress
 from .result import Fitted
 from .steps import make_step
@@ -21,14 +21,22 @@ from .steps import make_step
 
 def fit_first_order(problem: GradientProblem) -> Fitted:
     """Train ``problem`` with its configured first-order optimizer; collective."""
-    run = problem.run
-    cfg = run.config.train
+    cfg = problem.run.config.train
     optimizer = problem.optimizer()
     state = optimizer.init(problem.params)
     progress, pending_sums = problem.restore(state)
     progress.finished = progress.stopped_early or progress.epoch >= cfg.epochs or bool(
         cfg.max_steps and progress.step >= cfg.max_steps)  # a larger limit continues the run
     step = make_step(problem, optimizer, state, pending_sums)
+    with quiet_overflow():
+        progress = _loop(problem, step, state, progress)
+    return problem.result(progress)
+
+
+def _loop(problem: GradientProblem, step, state: dict, progress: Progress) -> Progress:
+    """Steps until ``progress`` is finished, then the final drain and checkpoint; returns the
+    position reached (a new one after a shrink)."""
+    run, cfg = problem.run, problem.run.config.train
     while not progress.finished:
         if run.survival is not None:
             run.survival.remember(progress.step, (problem.params, state, progress))
@@ -74,7 +82,7 @@ def fit_first_order(problem: GradientProblem) -> Fitted:
     step.drain(progress)
     if run.config.checkpoint.at_end and run.checkpoints.last_step != progress.step:
         problem.checkpoint(progress, state)
-    return problem.result(progress)
+    return progress
 
 
 def _survive(problem: GradientProblem, state: dict) -> Progress:

@@ -34,6 +34,14 @@ from .result import Fitted
 CONTROL_SLOTS = 4  # loss_sum, n_rows, stop votes, checkpoint votes
 
 
+def quiet_overflow():
+    """The numpy error state of the gradient loops, entered once around a whole loop (a
+    per-step ``errstate`` costs microseconds on tiny models): overflow in the model's arithmetic
+    shows up as a non-finite loss or gradient, which :meth:`GradientProblem.check_finite`
+    reports once for all ranks; numpy's per-rank warnings would only repeat it."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
 def validation_score(metrics: dict[str, float]) -> float:
     """What early stopping minimises on the validation set: the log-loss (probabilistic
     classifiers), the RMSE (regression), else the error rate (1 - accuracy)."""
@@ -146,9 +154,6 @@ class GradientProblem:
         elif action == "diverge":
             self.params[0] += 1.0
 
-    # Overflow in the model's arithmetic shows up as a non-finite loss or gradient, which
-    # check_finite reports once for all ranks: numpy's per-rank warnings would only repeat it.
-    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def local_sums(self, params, batch, out: np.ndarray, step: int) -> None:
         """Fill ``out`` = [grad_sum | loss_sum | n_rows | stop | checkpoint] for this rank's rows
         ``batch`` of the current global batch (None = all its rows). With sample weights the
@@ -160,7 +165,6 @@ class GradientProblem:
         out[n + 2:] = self.run.votes()
         self._inject(step, out[:n])
 
-    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def reduced_sums(self, params, batch, out: np.ndarray, step: int, batch_index: int) -> None:
         """``out`` = the step's [grad_sum | loss_sum | n_rows | votes] over all ranks: one fused
         reduction, or in reproducible mode exact block sums (``batch`` holds block indices)."""
@@ -191,7 +195,6 @@ class GradientProblem:
             out[:n + 2], out[n + 2:] = run.reducer.exact_sum(vectors, n + 2, n_blocks,
                                                              run.votes())
 
-    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def objective_from_sums(self, sums: np.ndarray, params, grad_out: np.ndarray) -> float:
         """Mean loss + penalty from reduced sums; the full gradient into ``grad_out``. A batch
         whose rows all weigh 0 contributes no loss and no gradient."""

@@ -3,7 +3,7 @@ started from given centres, then Lloyd iterations or a mini-batch variant.
 
 Each rank holds its own rows (dense or CSR, e.g. from ``mpiml.data.load_shard(path, comm,
 y=None)``). A Lloyd iteration assigns this rank's rows to the nearest centre and produces the
-sufficient statistics of the update (:func:`mpiml.models.kmeans.cluster_statistics`) --
+sufficient statistics of the update (:func:`mpiml.models.kmeans.assign_with_statistics`) --
 per-cluster sums and counts and the inertia -- packed into ONE flat buffer ``[sums (k*d) | counts
 (k) | inertia (1)]`` and combined by ONE reduction; the new centres ``sums / counts`` are then
 identical on every rank. Every decision that changes which collectives run next (convergence,
@@ -31,7 +31,7 @@ from ..data.batches import BatchPlan
 from ..data.run_rows import RunData
 from ..data.weights import check_weights, weight_total
 from ..models.base import check_positive_int, check_sample_weight, weighted_sum
-from ..models.kmeans import assign, cluster_statistics, row_norms, statistics_size
+from ..models.kmeans import assign, assign_with_statistics, row_norms, statistics_size
 from ..run.context import RunContext
 from .kmeans_init import fetch_row, given_centers, kmeans_plusplus, random_rows, read_init_file
 from .layout import RowLayout
@@ -308,12 +308,12 @@ def _lloyd(X, x_norms, centers, layout, max_iter, tol_abs, start, on_iteration, 
     done = 0 if start is None else int(start["iteration"])
     converged = start is not None and bool(start["converged"])
     while not converged and done < max_iter:
-        labels, distances = assign(X, centers, x_norms)
+        distances = np.empty(X.shape[0])
 
-        def statistics(lo, hi, labels=labels, distances=distances):
+        def statistics(lo, hi, centers=centers, distances=distances):
             part = np.empty(statistics_size(k, d))
-            cluster_statistics(part, X[lo:hi], labels[lo:hi], distances[lo:hi],
-                               _rows(sample_weight, lo, hi))
+            distances[lo:hi] = assign_with_statistics(part, X[lo:hi], centers, x_norms[lo:hi],
+                                                      _rows(sample_weight, lo, hi))[1]
             return part
 
         totals = reducer.sum_over_rows(statistics, X.shape[0], layout.n_total)
@@ -353,9 +353,8 @@ def _minibatch(X, x_norms, centers, layout, max_epochs, tol_abs, batch_size, see
             epoch_start, epoch_inertia = centers.copy(), 0.0
         rows = plan.local_rows(epoch, t)
         batch = X[rows] if sp.issparse(X) else np.take(X, rows, axis=0)
-        labels, distances = assign(batch, centers, x_norms[rows])
-        cluster_statistics(buf, batch, labels, distances,
-                           None if sample_weight is None else sample_weight[rows])
+        assign_with_statistics(buf, batch, centers, x_norms[rows],
+                               None if sample_weight is None else sample_weight[rows])
         reducer.sum(buf)
         batch_counts = buf[k * d : k * d + k]
         hit = batch_counts > 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..optim import lbfgs
-from .gradient import GradientProblem
+from .gradient import GradientProblem, quiet_overflow
 from .result import Fitted
 
 DEFAULT_LBFGS_ITERATIONS = 500
@@ -49,9 +49,10 @@ def fit_lbfgs(problem: GradientProblem) -> Fitted:
     limit = cfg.train.max_steps or DEFAULT_LBFGS_ITERATIONS
     iterations = limit - progress.step
     if iterations > 0 and not progress.stopped_early:  # converged stays converged
-        result = lbfgs(objective, problem.params.copy(), max_iter=iterations,
-                       tol=cfg.optimizer.tol, history=cfg.optimizer.history,
-                       callback=on_iteration)
+        with quiet_overflow():
+            result = lbfgs(objective, problem.params.copy(), max_iter=iterations,
+                           tol=cfg.optimizer.tol, history=cfg.optimizer.history,
+                           callback=on_iteration)
         problem.params = np.ascontiguousarray(result.x, dtype=np.float64)
         progress.stopped_early = progress.step < limit  # converged before the limit
         run.log({"step": progress.step, "loss": float(result.fun), "lbfgs": result.message,

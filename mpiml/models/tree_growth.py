@@ -1,40 +1,45 @@
-"""Depth-wise growth of the regression trees of one boosting round from global histograms.
+"""Growth of the regression trees of one boosting round from global histograms: depth-wise
+(every splittable leaf of a level at once, down to ``max_depth``) or best-first (the leaf of
+largest gain first, up to ``max_leaf_nodes`` leaves, as scikit-learn and LightGBM grow).
 
 Every rank holds the binned features of its own rows (uint8, bins ``0..B-1``, column-major)
 and their gradients and hessians, already rounded to integers
-(:func:`mpiml.comm.exact.quantize_rows`). A level of growth makes ONE flat float64 buffer
-``[grad | hess | count]`` of shape ``(3, nodes, features, bins)`` over the nodes that need a
-histogram (``np.bincount`` of ``node * bins + bin`` per feature, weighted by gradients or
-hessians), and ONE reduction -- the ``reduce_sum`` the caller passes, an allreduce in the
-distributed fit (:mod:`mpiml.fit.boosting`) -- combines it. No MPI here. Because every entry is
+(:func:`mpiml.comm.exact.quantize_rows`). Each tree keeps its rows in one order array in which
+every node's rows are a contiguous range; a split partitions its node's range in place. A step
+of growth splits the chosen leaves, histograms the smaller child of each split (``(d, B, 3)``:
+gradient, hessian and row count per feature and bin), and ONE reduction -- the ``reduce_sum``
+the caller passes, an allreduce in the distributed fit (:mod:`mpiml.fit.boosting`) -- sums the
+step's histograms; the larger child's is its parent's minus the smaller one's. No MPI here.
+Histograms, partitions and the split search run in the compiled kernels of
+:mod:`mpiml.kernels.histograms`, or in their numpy references here (:func:`node_histogram`,
+:func:`partition_rows`, :func:`best_split`) when the kernels are off. Because every entry is
 an integer below 2^53, float64 addition is exact in any order: the reduced histograms -- and so
-every split, leaf value and tie -- are bit-identical at any rank count and with any allreduce
-algorithm.
-
-Of two sibling nodes only the one with fewer rows is histogrammed; the other is its parent's
-histogram minus it (exact, for the same reason), which halves both the work and the message.
-All the trees of a round (one per class for multiclass) grow in lockstep and share the
-per-level message.
+every split, leaf value, tie and choice of leaf -- are bit-identical at any rank count and with
+any allreduce algorithm. All the trees of a round (one per class for multiclass) grow in
+lockstep and share each step's message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
+from ..kernels import tree_kernels
+
 #: A child needs at least this hessian sum (scikit-learn's ``min_hessian_to_split``).
 MIN_CHILD_HESSIAN = 1e-3
-#: Histogram entries searched for splits at a time: bounds the temporaries of the search.
-_SPLIT_SEARCH_VALUES = 1 << 21
 
 
 @dataclass
 class GrowthParams:
-    """Tree-shape and regularisation settings shared by every tree of a fit."""
+    """Tree-shape and regularisation settings shared by every tree of a fit. ``max_leaf_nodes``
+    None grows depth-wise; a number grows best-first. ``max_depth`` None: no depth limit."""
 
-    max_depth: int
+    max_depth: int | None
+    max_leaf_nodes: int | None
     min_samples_leaf: int
     l2: float
     learning_rate: float
@@ -44,35 +49,45 @@ class GrowthParams:
 class _Tree:
     """Nodes of one growing tree as parallel lists; node 0 is the root.
 
-    ``stats[i]`` is ``(G, H, count)`` of node i in quantized units (exact reduced integers).
+    ``stats[i]`` is ``(G, H, count)`` of node i in quantized units (exact reduced integers);
+    ``span[i]`` the range of its rows (this rank's) in the tree's row order.
     """
 
     grad_scale: float
     hess_scale: float
+    stats: list
+    span: list
     feature: list = field(default_factory=lambda: [-1])
     split_bin: list = field(default_factory=lambda: [0])
     left: list = field(default_factory=lambda: [-1])
     right: list = field(default_factory=lambda: [-1])
-    stats: list = field(default_factory=list)
+    depth: list = field(default_factory=lambda: [0])
+    n_leaves: int = 1
 
-    def split(self, node: int, feature: int, split_bin: int, left_stats, right_stats):
-        """Turn ``node`` into an internal node with two new leaf children; return their ids."""
+    def split(self, node: int, feature: int, split_bin: int, left_stats, n_left: int):
+        """Turn ``node`` into an internal node with two new leaf children (the first ``n_left``
+        rows of its span go left); return their ids."""
         left, right = len(self.feature), len(self.feature) + 1
         self.feature[node], self.split_bin[node] = feature, split_bin
         self.left[node], self.right[node] = left, right
+        lo, hi = self.span[node]
         self.feature += [-1, -1]
         self.split_bin += [0, 0]
         self.left += [-1, -1]
         self.right += [-1, -1]
-        self.stats += [left_stats, right_stats]
+        self.depth += [self.depth[node] + 1] * 2
+        self.stats += [left_stats, tuple(np.subtract(self.stats[node], left_stats))]
+        self.span += [(lo, lo + n_left), (lo + n_left, hi)]
+        self.n_leaves += 1
         return left, right
 
     def arrays(self, params: GrowthParams) -> dict[str, np.ndarray]:
         """Flat node arrays; leaves carry ``value = -learning_rate * G / (H + l2)``."""
         stats = np.array(self.stats, dtype=np.float64).reshape(-1, 3)
         feature = np.array(self.feature, dtype=np.int32)
-        value = -params.learning_rate * (stats[:, 0] / self.grad_scale) / (
-            stats[:, 1] / self.hess_scale + params.l2)
+        with np.errstate(divide="ignore", invalid="ignore"):  # inner nodes: zeroed below
+            value = -params.learning_rate * (stats[:, 0] / self.grad_scale) / (
+                stats[:, 1] / self.hess_scale + params.l2)
         value[feature >= 0] = 0.0
         return {"feature": feature, "threshold_bin": np.array(self.split_bin, dtype=np.uint8),
                 "left": np.array(self.left, dtype=np.int32),
@@ -80,19 +95,35 @@ class _Tree:
 
 
 @dataclass
-class _Candidate:
-    """A node that may split at this level: where its histogram comes from."""
+class _Job:
+    """One histogram of a step's message: node ``built``'s rows; ``derived`` (-1: none) is its
+    sibling, whose histogram is ``parent_hist`` minus it. The flags say which may split."""
+
+    tree: int
+    built: int
+    built_may_split: bool = True
+    derived: int = -1
+    derived_may_split: bool = False
+    parent_hist: np.ndarray | None = None
+
+
+@dataclass
+class _Leaf:
+    """A leaf with its reduced histogram and best split (positive gain), waiting to split."""
 
     tree: int
     node: int
-    slot: int = -1          # index among the histograms built this level, or -1 if derived
-    parent_hist: np.ndarray | None = None
-    sibling: _Candidate | None = None
+    hist: np.ndarray
+    gain: float
+    feature: int
+    split_bin: int
+    left_stats: tuple
 
 
-def best_splits(hist: np.ndarray, totals: np.ndarray, grad_scale: np.ndarray,
-                hess_scale: np.ndarray, params: GrowthParams):
-    """Best split of each node from its histograms ``(m, 3, d, B)`` and totals ``(m, 3)``.
+def best_split(hist: np.ndarray, totals: np.ndarray, grad_scale: float, hess_scale: float,
+               min_samples_leaf: int, l2: float, min_child_hessian: float):
+    """Best split of one node from its histogram ``(d, B, 3)`` and totals ``(3,)`` (the numpy
+    reference of the compiled kernel).
 
     Splitting after bin b sends bins ``0..b`` left. In real units (quantized sums divided by
     their scales), the gain is the XGBoost loss reduction with ``lambda = l2`` (scikit-learn's
@@ -100,152 +131,158 @@ def best_splits(hist: np.ndarray, totals: np.ndarray, grad_scale: np.ndarray,
 
         gain = G_L^2 / (H_L + l2) + G_R^2 / (H_R + l2) - G^2 / (H + l2)
 
-    over splits with at least ``min_samples_leaf`` rows and hessian ``MIN_CHILD_HESSIAN`` on each
-    side. Returns ``(gain, feature, bin, left totals (m, 3))``; ties go to the first
+    over splits with at least ``min_samples_leaf`` rows and hessian ``min_child_hessian`` on
+    each side. Returns ``(gain, feature, bin, left totals (3,))``; ties go to the first
     ``(feature, bin)`` in order; ``gain <= 0`` means no split.
     """
-    m, _, d, n_bins = hist.shape
-    left = np.cumsum(hist[..., :-1], axis=3)            # (m, 3, d, B-1): bins 0..b on the left
-    right = totals[:, :, None, None] - left
-    g_scale, h_scale = grad_scale[:, None, None], hess_scale[:, None, None]
-    g_left, h_left = left[:, 0] / g_scale, left[:, 1] / h_scale
-    g_right, h_right = right[:, 0] / g_scale, right[:, 1] / h_scale
-    valid = ((left[:, 2] >= params.min_samples_leaf) & (right[:, 2] >= params.min_samples_leaf)
-             & (h_left >= MIN_CHILD_HESSIAN) & (h_right >= MIN_CHILD_HESSIAN))
-    g_node = totals[:, 0] / grad_scale
+    n_bins = hist.shape[1]
+    left = np.cumsum(hist[:, :-1], axis=1)            # (d, B-1, 3): bins 0..b on the left
+    right = totals - left
+    g_left, h_left = left[..., 0] / grad_scale, left[..., 1] / hess_scale
+    g_right, h_right = right[..., 0] / grad_scale, right[..., 1] / hess_scale
+    valid = ((left[..., 2] >= min_samples_leaf) & (right[..., 2] >= min_samples_leaf)
+             & (h_left >= min_child_hessian) & (h_right >= min_child_hessian))
+    g_node = totals[0] / grad_scale
+    parent = g_node * g_node / (totals[1] / hess_scale + l2)
     with np.errstate(divide="ignore", invalid="ignore"):  # empty sides (l2 = 0): masked below
-        parent = g_node * g_node / (totals[:, 1] / hess_scale + params.l2)
-        gain = g_left * g_left / (h_left + params.l2) + g_right * g_right / (h_right + params.l2)
-        gain -= parent[:, None, None]
+        gain = g_left * g_left / (h_left + l2) + g_right * g_right / (h_right + l2)
+        gain -= parent
     gain[~valid] = -np.inf
-    flat = gain.reshape(m, -1)
-    best = np.argmax(flat, axis=1)
-    feature, split_bin = np.divmod(best, n_bins - 1)
-    rows = np.arange(m)
-    return (flat[rows, best], feature, split_bin,
-            left[rows, :, feature, split_bin])
+    best = int(np.argmax(gain))
+    feature, split_bin = divmod(best, n_bins - 1)
+    return float(gain.flat[best]), feature, split_bin, left[feature, split_bin].copy()
 
 
 def grow_round(binned: np.ndarray, n_bins: int, gradients: np.ndarray, hessians: np.ndarray,
                totals: np.ndarray, grad_scale: np.ndarray, hess_scale: np.ndarray,
                params: GrowthParams, reduce_sum: Callable[[np.ndarray], np.ndarray]):
-    """Grow one tree per row of ``gradients`` (T, n) together, level by level; ``reduce_sum``
-    sums each level's histogram buffer over all ranks in place (collective when it is).
+    """Grow one tree per row of ``gradients`` (T, n) together; ``reduce_sum`` sums each step's
+    histogram buffer over all ranks in place (collective when it is).
 
     ``totals`` (T, 3) are the reduced ``(G, H, count)`` of each root. Returns the trees as node
     arrays (see :meth:`_Tree.arrays`, thresholds as bins) and the leaf of every row in every
-    tree, ``(T, n)``. A node is a candidate for splitting while its depth is below
-    ``max_depth`` and it has at least ``2 * min_samples_leaf`` rows; all of that is read from
-    reduced values, so every rank runs the same number of levels and reductions.
+    tree, ``(T, n)``. A leaf may split while its depth is below ``max_depth``, it has at least
+    ``2 * min_samples_leaf`` rows and (best-first) its tree has fewer than ``max_leaf_nodes``
+    leaves; all of that, and which leaf splits, is read from reduced values, so every rank runs
+    the same steps and reductions.
     """
     n_trees, n_rows = gradients.shape
-    d = binned.shape[1]
-    trees = [_Tree(float(grad_scale[t]), float(hess_scale[t]), stats=[tuple(totals[t])])
-             for t in range(n_trees)]
-    node_of = np.zeros((n_trees, n_rows), dtype=np.intp)
-    frontier = [_Candidate(t, 0) for t in range(n_trees)]
-    for _depth in range(params.max_depth):
-        candidates = [c for c in frontier
-                      if trees[c.tree].stats[c.node][2] >= 2 * params.min_samples_leaf]
-        if not candidates:
-            break
-        built = _choose_built(candidates, trees)
-        built_hist = np.zeros((3, len(built), d, n_bins))
-        _fill_histograms(built_hist, built, node_of, binned, gradients, hessians, trees)
-        reduce_sum(built_hist)
-        frontier = []
-        moves = [dict() for _ in range(n_trees)]
-        per_chunk = max(1, _SPLIT_SEARCH_VALUES // (3 * d * n_bins))
-        for lo in range(0, len(candidates), per_chunk):
-            chunk = candidates[lo : lo + per_chunk]
-            hist = np.stack([_histogram_of(c, built_hist) for c in chunk])
-            stats = np.array([trees[c.tree].stats[c.node] for c in chunk])
-            which = np.array([c.tree for c in chunk])
-            gain, feature, split_bin, left_stats = best_splits(hist, stats, grad_scale[which],
-                                                               hess_scale[which], params)
-            for i, c in enumerate(chunk):
-                if gain[i] <= 0.0:
-                    continue
-                left, right = trees[c.tree].split(c.node, int(feature[i]), int(split_bin[i]),
-                                                  tuple(left_stats[i]),
-                                                  tuple(stats[i] - left_stats[i]))
-                moves[c.tree][c.node] = (int(feature[i]), int(split_bin[i]), left, right)
-                left_child = _Candidate(c.tree, left, parent_hist=hist[i])
-                right_child = _Candidate(c.tree, right, parent_hist=hist[i], sibling=left_child)
-                left_child.sibling = right_child
-                frontier += [left_child, right_child]
-        for t in range(n_trees):
-            _route_rows(node_of[t], moves[t], binned, len(trees[t].feature))
+    trees = [_Tree(float(grad_scale[t]), float(hess_scale[t]), stats=[tuple(totals[t])],
+                   span=[(0, n_rows)]) for t in range(n_trees)]
+    compiled = tree_kernels() or _REFERENCES
+    order = np.tile(np.arange(n_rows), (n_trees, 1))
+    scratch = np.empty(n_rows, dtype=order.dtype)
+    waiting = [[] for _ in range(n_trees)]
+    jobs = [_Job(t, 0) for t in range(n_trees) if _may_split(trees[t], 0, params)]
+    split_any = True
+    while split_any:  # a step: histograms of the last splits' children, then the next splits
+        if jobs:
+            hist = np.zeros((len(jobs), binned.shape[1], n_bins, 3))
+            for slot, job in enumerate(jobs):
+                lo, hi = trees[job.tree].span[job.built]
+                compiled.node_histogram(binned, order[job.tree, lo:hi], gradients[job.tree],
+                                        hessians[job.tree], hist[slot])
+            reduce_sum(hist)
+            for leaf in _evaluate(jobs, hist, trees, params, compiled.best_split):
+                waiting[leaf.tree].append(leaf)
+        jobs, split_any = [], False
+        for t, tree in enumerate(trees):
+            for leaf in _chosen(waiting[t], tree, params):
+                lo, hi = tree.span[leaf.node]
+                n_left = compiled.partition_rows(binned, order[t, lo:hi], leaf.feature,
+                                                 leaf.split_bin, scratch)
+                children = tree.split(leaf.node, leaf.feature, leaf.split_bin, leaf.left_stats,
+                                      n_left)
+                jobs += _children_job(t, tree, children, leaf.hist, params)
+                split_any = True
+    node_of = np.empty((n_trees, n_rows), dtype=np.intp)
+    for t, tree in enumerate(trees):
+        for node in np.flatnonzero(np.array(tree.feature) < 0):
+            lo, hi = tree.span[node]
+            node_of[t, order[t, lo:hi]] = node
     return [tree.arrays(params) for tree in trees], node_of
 
 
-def _choose_built(candidates: list[_Candidate], trees: list[_Tree]) -> list[_Candidate]:
-    """Which candidates get a histogram of their own: all but the larger of two candidate
-    siblings, whose histogram is the parent's minus the smaller one's (ties: build the left)."""
-    candidate_ids = {id(c) for c in candidates}
-    built = []
-    for c in candidates:
-        sibling = c.sibling
-        if sibling is not None and id(sibling) in candidate_ids:
-            mine = trees[c.tree].stats[c.node][2]
-            theirs = trees[sibling.tree].stats[sibling.node][2]
-            smaller_is_me = mine < theirs or (mine == theirs and c.node < sibling.node)
-            if not smaller_is_me:
-                continue
-        c.slot = len(built)
-        built.append(c)
-    return built
+def node_histogram(binned, rows, gradients, hessians, out) -> None:
+    """Add the ``(gradient, hessian, 1)`` of ``rows`` to ``out[feature, bin]`` (d, B, 3): three
+    ``np.bincount`` per feature (the numpy reference of the compiled kernel)."""
+    n_bins = out.shape[1]
+    for feature in range(binned.shape[1]):
+        bins = binned[rows, feature]
+        for q, weights in enumerate((gradients[rows], hessians[rows], None)):
+            out[feature, :, q] += np.bincount(bins, weights, n_bins)
 
 
-def _histogram_of(candidate: _Candidate, built_hist: np.ndarray) -> np.ndarray:
-    """(3, d, B) histogram of a candidate: built, or parent minus the built sibling."""
-    if candidate.slot >= 0:
-        return built_hist[:, candidate.slot]
-    return candidate.parent_hist - built_hist[:, candidate.sibling.slot]
+def partition_rows(binned, rows, feature: int, split_bin: int, scratch) -> int:
+    """Reorder ``rows`` in place, those with ``bin <= split_bin`` on ``feature`` first, both
+    sides in their order (``scratch``: room for the right side); returns how many went left
+    (the numpy reference of the compiled kernel)."""
+    goes_left = binned[rows, feature] <= split_bin
+    n_left = int(goes_left.sum())
+    n_right = len(rows) - n_left
+    scratch[:n_right] = rows[~goes_left]
+    rows[:n_left] = rows[goes_left]
+    rows[n_left:] = scratch[:n_right]
+    return n_left
 
 
-def _fill_histograms(hist: np.ndarray, built, node_of, binned, gradients, hessians,
-                     trees) -> None:
-    """This rank's ``[grad | hess | count]`` histograms ``(3, built, d, B)`` of the built nodes.
-
-    Per tree and feature, one bincount per quantity over the index ``slot * B + bin`` of the
-    rows that sit in a built node; each feature's bins of those rows are gathered from its
-    contiguous column (``binned`` is column-major), one feature at a time.
-    """
-    n_bins = hist.shape[3]
-    for t in range(len(trees)):
-        mine = [c for c in built if c.tree == t]
-        if not mine:
-            continue
-        local_slot = np.full(len(trees[t].feature), -1, dtype=np.intp)
-        local_slot[[c.node for c in mine]] = np.arange(len(mine))
-        slots = local_slot[node_of[t]]
-        rows = np.flatnonzero(slots >= 0)
-        if rows.size == 0:
-            continue
-        every = rows.size == len(slots)
-        base = slots[rows] * n_bins
-        size = len(mine) * n_bins
-        targets = [c.slot for c in mine]
-        weights = (gradients[t, rows], hessians[t, rows], None)
-        for j in range(binned.shape[1]):
-            index = base + (binned[:, j] if every else binned[:, j][rows])
-            for q, weight in enumerate(weights):
-                hist[q, targets, j] = np.bincount(index, weight, size).reshape(len(mine), n_bins)
+#: The numpy references, in the shape of :mod:`mpiml.kernels.histograms`.
+_REFERENCES = SimpleNamespace(node_histogram=node_histogram, partition_rows=partition_rows,
+                              best_split=best_split)
 
 
-def _route_rows(node_of: np.ndarray, moves: dict, binned: np.ndarray, n_nodes: int) -> None:
-    """Send the rows of every node split this level to its left (bin <= split bin) or right
-    child, in place."""
-    if not moves:
-        return
-    feature = np.full(n_nodes, -1, dtype=np.intp)
-    split_bin = np.zeros(n_nodes, dtype=np.intp)
-    left = np.zeros(n_nodes, dtype=np.intp)
-    right = np.zeros(n_nodes, dtype=np.intp)
-    for node, (f, b, lo, hi) in moves.items():
-        feature[node], split_bin[node], left[node], right[node] = f, b, lo, hi
-    rows = np.flatnonzero(feature[node_of] >= 0)
-    nodes = node_of[rows]
-    goes_left = binned[rows, feature[nodes]] <= split_bin[nodes]
-    node_of[rows] = np.where(goes_left, left[nodes], right[nodes])
+def _may_split(tree: _Tree, node: int, params: GrowthParams) -> bool:
+    """Whether a new leaf is worth a histogram: below the depth limit, enough rows for two
+    children, and (best-first) room for another leaf in its tree."""
+    return ((params.max_depth is None or tree.depth[node] < params.max_depth)
+            and tree.stats[node][2] >= 2 * params.min_samples_leaf
+            and (params.max_leaf_nodes is None or tree.n_leaves < params.max_leaf_nodes))
+
+
+def _children_job(t: int, tree: _Tree, children, parent_hist, params) -> list[_Job]:
+    """The histogram job of a split's children: none if neither may split, else build the one
+    with fewer rows (all ranks' rows; ties: the left) and derive the other."""
+    may = [_may_split(tree, child, params) for child in children]
+    if not any(may):
+        return []
+    left_count, right_count = (tree.stats[child][2] for child in children)
+    small = 0 if left_count <= right_count else 1
+    return [_Job(t, children[small], may[small], children[1 - small], may[1 - small],
+                 parent_hist)]
+
+
+def _evaluate(jobs: list[_Job], hist: np.ndarray, trees: list[_Tree], params: GrowthParams,
+              split_search) -> list[_Leaf]:
+    """Best splits (``split_search``: the kernel or :func:`best_split`) of the step's leaves
+    that may split, from their reduced histograms; the leaves with a positive gain, in node
+    order."""
+    nodes = []
+    for slot, job in enumerate(jobs):
+        if job.built_may_split:
+            nodes.append((job.tree, job.built, hist[slot]))
+        if job.derived_may_split:
+            nodes.append((job.tree, job.derived, job.parent_hist - hist[slot]))
+    leaves = []
+    for t, node, node_hist in sorted(nodes, key=lambda entry: entry[:2]):
+        tree = trees[t]
+        gain, feature, split_bin, left = split_search(
+            node_hist, np.array(tree.stats[node]), tree.grad_scale, tree.hess_scale,
+            params.min_samples_leaf, params.l2, MIN_CHILD_HESSIAN)
+        if gain > 0.0:
+            leaves.append(_Leaf(t, node, node_hist, float(gain), int(feature), int(split_bin),
+                                tuple(left)))
+    return leaves
+
+
+def _chosen(waiting: list[_Leaf], tree: _Tree, params: GrowthParams) -> list[_Leaf]:
+    """The leaves of one tree to split this step, removed from ``waiting``: all of them
+    (depth-wise), or the one of largest gain (best-first; ties: the lowest node) while the tree
+    has room for another leaf."""
+    if params.max_leaf_nodes is None:
+        chosen, waiting[:] = list(waiting), []
+        return chosen
+    if not waiting or tree.n_leaves >= params.max_leaf_nodes:
+        return []
+    best = max(waiting, key=lambda leaf: (leaf.gain, -leaf.node))
+    waiting.remove(best)
+    return [best]

@@ -1,5 +1,7 @@
 """allreduce and broadcast under a real mpiexec, against a numpy reference, on every rank."""
 
+import functools
+
 import numpy as np
 import pytest
 from mpi_asserts import assert_all
@@ -18,6 +20,13 @@ def rank_data(rank: int, n: int, dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
+@functools.cache
+def every_rank_data(p: int, n: int, dtype) -> np.ndarray:
+    """Every rank's data, stacked (made once per size and dtype: every algorithm and op of the
+    test compares against the same inputs, and drawing them dominated the layer's time)."""
+    return np.stack([rank_data(r, n, dtype) for r in range(p)])
+
+
 def sizes(p: int) -> list[int]:
     return sorted({0, 1, 2, max(p - 1, 0), p, p + 1, 1000, (1 << 20) + 3})
 
@@ -28,7 +37,7 @@ def sizes(p: int) -> list[int]:
 def test_allreduce_matches_numpy_and_is_identical_on_every_rank(comm, algorithm, dtype, op):
     p, rank = comm.size, comm.rank
     for n in sizes(p):
-        inputs = np.stack([rank_data(r, n, dtype) for r in range(p)])
+        inputs = every_rank_data(p, n, dtype)
         expected = REDUCE[op](inputs, axis=0) if n else np.zeros(0, dtype)
         buf = inputs[rank].copy()
         out = allreduce(buf, comm, op=op, algorithm=algorithm, ring_threshold=4096)

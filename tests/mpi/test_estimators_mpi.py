@@ -61,6 +61,8 @@ def assert_identical_everywhere(value, what, comm):
 LINEAR_CASES = [
     ("LinearRegression", {}, "values"),
     ("Ridge", {"alpha": 10.0}, "values"),
+    ("Lasso", {"alpha": 2.0}, "values"),  # proximal gradient descent (gd)
+    ("ElasticNet", {"alpha": 2.0, "l1_ratio": 0.6, "standardize": True}, "values"),
     ("LogisticRegression", {"C": 0.5}, 2),
     ("LogisticRegression", {"C": 0.5, "standardize": True}, 3),
     ("SoftmaxRegression", {"C": 0.5}, 3),
@@ -69,7 +71,7 @@ LINEAR_CASES = [
 
 
 @pytest.mark.parametrize("name, params, target", LINEAR_CASES)
-def test_lbfgs_linear_models_on_p_ranks_equal_one_rank(comm, name, params, target):
+def test_linear_models_on_p_ranks_equal_one_rank(comm, name, params, target):
     X, y = values_data() if target == "values" else classes_data(target)
     ours, alone = both_fits(lambda c: E.ESTIMATORS[name](**params, **TIGHT, comm=c), X, y, comm)
     assert_close(ours.coef_, alone.coef_, 1e-8, f"{name} coef_", comm)

@@ -21,7 +21,7 @@ def problem_file(comm, mpi_tmp_path):
     """Write a data set once (rank 0) and return its path on every rank."""
 
     def write(task: str, layout: str = "dense", n: int = 1001, d: int = 6):
-        path = mpi_tmp_path / f"hgbt-{task}-{layout}-{n}.h5"
+        path = mpi_tmp_path / f"hgbt-{task}-{layout}-{n}-{d}.h5"
         if comm.rank == 0:
             X, y = make_problem(task, n, d, seed=5)
             X[:, 0] = np.round(X[:, 0], 1)  # few distinct values: many exact gain ties
@@ -41,7 +41,7 @@ def fit(path, communicator, task, **options):
         communicator = None  # the reducer's
     result = fit_hgbt(shard.X, shard.y, communicator, task=task, n_classes=n_classes,
                       row_offset=shard.start, n_total=shard.n_total,
-                      **dict(dict(n_estimators=8, max_depth=4, min_samples_leaf=10), **options))
+                      **dict(dict(n_estimators=8, min_samples_leaf=10), **options))
     return shard, result
 
 
@@ -50,18 +50,46 @@ def assert_same_model(got, want, what):
     assert_all(got.keys() == want.keys() and not differ, f"{what}: arrays differ: {differ}")
 
 
+#: Depth-wise to depth 4; best-first with a leaf cap that binds (and no depth limit).
+GROWTH = {"depth-wise": dict(max_leaf_nodes=None, max_depth=4),
+          "best-first": dict(max_leaf_nodes=7, max_depth=None)}
+
+
+@pytest.mark.parametrize("growth", GROWTH)
 @pytest.mark.parametrize("task, layout", [("binary", "dense"), ("binary", "csr"),
                                           ("regression", "dense"), ("multiclass", "dense")])
-def test_trees_on_p_ranks_equal_one_rank(comm, problem_file, task, layout):
+def test_trees_on_p_ranks_equal_one_rank(comm, problem_file, task, layout, growth):
     path = problem_file(task, layout)
-    shard, distributed = fit(path, comm, task)
-    _, alone = fit(path, MPI.COMM_SELF, task)
+    shard, distributed = fit(path, comm, task, **GROWTH[growth])
+    _, alone = fit(path, MPI.COMM_SELF, task, **GROWTH[growth])
+    leaves = np.diff(alone.model["tree_offsets"]) // 2 + 1
+    assert_all(leaves.max() == 7 if growth == "best-first" else leaves.max() <= 16,
+               f"leaves per tree {leaves}")
     assert_same_model(distributed.model, alone.model, f"{task}/{layout}")
     assert_all(distributed.train_loss == pytest.approx(alone.train_loss, rel=1e-12),
                f"train loss {distributed.train_loss} vs {alone.train_loss}")
     raw = predict_raw(distributed.model, shard.X)
     reference = predict_raw(alone.model, load_shard(path, MPI.COMM_SELF, y=None).X)
     assert_all(np.array_equal(raw, reference[shard.start : shard.stop]), "predictions differ")
+
+
+def test_default_estimator_on_breast_cancer_matches_one_rank(comm):
+    """Issue 18: scikit-learn's defaults (best-first to 31 leaves, l2 0, no depth limit) on its
+    breast-cancer split (25 % test, random_state 0): 0.986 at any rank count, as scikit-learn's
+    own estimator (0.965 with the former depth-wise defaults)."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    from mpiml.estimators import HistGradientBoostingClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
+    rows = np.array_split(np.arange(len(X_train)), comm.size)[comm.rank]
+    distributed = HistGradientBoostingClassifier(comm=comm).fit(X_train[rows], y_train[rows])
+    alone = HistGradientBoostingClassifier(comm=MPI.COMM_SELF).fit(X_train, y_train)
+    assert_same_model(distributed.model_.arrays, alone.model_.arrays, "breast cancer")
+    accuracy = float((distributed.predict(X_test) == y_test).mean())
+    assert_all(accuracy >= 0.98, f"accuracy {accuracy}")
 
 
 @pytest.mark.parametrize("algorithm", ["ring", "tree"])
@@ -80,12 +108,21 @@ def test_sampled_bin_edges_do_not_depend_on_the_rank_count(comm, problem_file):
     assert_same_model(distributed.model, alone.model, "sampled edges")
 
 
+def test_fewer_features_than_ranks(comm, problem_file):
+    """Ranks that own no feature's bin edges still take part in the edges' all-to-all."""
+    path = problem_file("binary", n=301, d=1)
+    _, distributed = fit(path, comm, "binary", n_estimators=3)
+    _, alone = fit(path, MPI.COMM_SELF, "binary", n_estimators=3)
+    assert_same_model(distributed.model, alone.model, "one feature")
+
+
+@pytest.mark.parametrize("growth", GROWTH)
 @pytest.mark.parametrize("task", ["binary", "multiclass"])
-def test_resume_after_k_rounds_equals_uninterrupted(comm, problem_file, task):
+def test_resume_after_k_rounds_equals_uninterrupted(comm, problem_file, task, growth):
     path = problem_file(task)
-    _, whole = fit(path, comm, task)
+    _, whole = fit(path, comm, task, **GROWTH[growth])
     states = []
-    fit(path, comm, task, n_estimators=3, on_tree=states.append)
-    _, resumed = fit(path, comm, task, start=states[-1])
+    fit(path, comm, task, n_estimators=3, on_tree=states.append, **GROWTH[growth])
+    _, resumed = fit(path, comm, task, start=states[-1], **GROWTH[growth])
     assert_same_model(resumed.model, whole.model, f"resumed {task}")
     assert_all(resumed.n_rounds == whole.n_rounds == 8, f"{resumed.n_rounds} rounds")

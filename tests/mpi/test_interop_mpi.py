@@ -51,20 +51,20 @@ def test_a_cli_model_file_loads_as_the_same_estimator_on_every_rank(comm, mpi_tm
                "to_sklearn differs", comm)
 
 
-@pytest.mark.parametrize("case", ["l1-linear", "no-config", "not-hdf5"])
+@pytest.mark.parametrize("case", ["l1-svm", "no-config", "not-hdf5"])
 def test_a_file_no_estimator_can_be_made_of_raises_the_same_error_on_every_rank(
         comm, mpi_tmp_path, case):
     path = mpi_tmp_path / f"{case}.h5"
-    saved = SavedModel("linear", 3, {"params": np.zeros(4)},
-                       {"fit_intercept": True, "alpha": 0.1, "l1_ratio": 0.5})
+    saved = SavedModel("svm", 3, {"params": np.zeros(4)},
+                       {"fit_intercept": True, "alpha": 0.1, "l1_ratio": 0.5, "loss": "hinge"})
     if case == "not-hdf5":
         if comm.rank == 0:
             path.write_text("not a model\n")
         comm.Barrier()
     else:
-        config = dump(from_dict({"model": {"kind": "linear", "alpha": 0.1, "l1_ratio": 0.5},
+        config = dump(from_dict({"model": {"kind": "svm", "alpha": 0.1, "l1_ratio": 0.5},
                                  "optimizer": {"name": "sgd"}}))
-        write_on_rank_0(comm, path, saved, config if case == "l1-linear" else "")
+        write_on_rank_0(comm, path, saved, config if case == "l1-svm" else "")
     got = outcome(lambda: E.load(path, comm=comm))
     everyone = comm.allgather(got)
     assert_all(got is not None and got[0] == "ValueError" and str(path) in got[1]

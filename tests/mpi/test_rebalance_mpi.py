@@ -188,6 +188,10 @@ ESTIMATORS = {
     "linear-lbfgs": (lambda c: E.LinearRegression(reproducible=True, comm=c),
                      lambda: make_regression(n_samples=N_ROWS, n_features=5, noise=2.0,
                                              random_state=1)),
+    "elastic-net-gd-standardized": (  # its automatic step: a power of two on any split
+        lambda c: E.ElasticNet(reproducible=True, standardize=True, max_iter=50,
+                               n_iter_no_change=None, comm=c),
+        lambda: make_regression(n_samples=N_ROWS, n_features=5, noise=2.0, random_state=1)),
     "logistic-lbfgs-standardized": (
         lambda c: E.LogisticRegression(reproducible=True, standardize=True, comm=c), classes),
     "logistic-sgd": (lambda c: E.LogisticRegression(reproducible=True, solver="sgd",
