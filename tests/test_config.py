@@ -132,3 +132,25 @@ def test_configuration_reference_is_up_to_date():
     reference = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
     assert reference.read_text() == reference_markdown(), (
         "docs/configuration.md is stale: run `python -m mpiml.config > docs/configuration.md`")
+
+
+def test_a_config_saved_before_a_key_existed_resumes_as_the_runs_it_describes():
+    """A checkpoint written before data.validation_fraction or kmeans.init existed ran with
+    their defaults: no conflict. Trees grew depth-wise before hgbt.max_leaf_nodes: resuming them
+    with the new best-first default is a real change, and is refused."""
+    from mpiml.config import resume_conflicts
+
+    def saved_before(current, *missing):
+        old = current.to_dict()
+        for dotted in missing:
+            section, key = dotted.split(".")
+            del old[section][key]
+        return old
+
+    logistic = config.load(None, [])
+    old = saved_before(logistic, "data.validation_fraction", "data.weight", "kmeans.init",
+                       "kmeans.n_init", "model.class_weight")
+    assert resume_conflicts(old, logistic) == []
+    trees = config.load(None, ["model.kind=hgbt_classifier"])
+    assert resume_conflicts(saved_before(trees, "hgbt.max_leaf_nodes"), trees) == [
+        "hgbt.max_leaf_nodes: None -> 31"]

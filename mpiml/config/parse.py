@@ -167,13 +167,21 @@ def _located(message: str) -> ConfigError:
     return error
 
 
+#: The value a key had, in effect, in runs saved before it existed, where that is not its
+#: default: trees grew depth-wise before ``hgbt.max_leaf_nodes``.
+BEFORE_THE_KEY = {"hgbt.max_leaf_nodes": None}
+
+
 def resume_conflicts(saved: dict, current: Config) -> list[str]:
-    """``section.key: saved -> current`` for every RESUME_LOCKED key that differs."""
-    now = current.to_dict()
+    """``section.key: saved -> current`` for every RESUME_LOCKED key that differs. A key the
+    saved config lacks (a run saved before the key existed) counts as what such runs did: its
+    default, or its entry in :data:`BEFORE_THE_KEY`."""
+    now, defaults = current.to_dict(), Config().to_dict()
     conflicts = []
     for dotted in RESUME_LOCKED:
         section, key = dotted.split(".")
-        before, after = saved.get(section, {}).get(key), now[section][key]
+        missing = BEFORE_THE_KEY.get(dotted, defaults[section][key])
+        before, after = saved.get(section, {}).get(key, missing), now[section][key]
         if before != after:
             conflicts.append(f"{dotted}: {before!r} -> {after!r}")
     return conflicts
