@@ -39,7 +39,20 @@ else ifneq ($(MPIML_SLURM_TESTS),1)
 SLURM_REASON := MPIML_SLURM_TESTS=$(MPIML_SLURM_TESTS)
 endif
 
-.PHONY: demo examples test test-serial test-slurm bench lint clean venv
+# The multi-host tests (tests/multihost) run on hosts simulated with network namespaces and sshd
+# (scripts/ci/local-cluster.sh, root only; openssh-server comes from apt-get when missing). The
+# same rule: `make test` includes them as root, MPIML_MULTIHOST_TESTS=1 or 0 forces the choice.
+ifeq ($(origin MPIML_MULTIHOST_TESTS),undefined)
+MULTIHOST_REASON := $(shell if [ "$$(id -u)" != 0 ]; then echo "not running as root (as root: \
+    make test-multihost)"; elif ! command -v ip >/dev/null 2>&1; then echo "no ip (iproute2) for \
+    network namespaces"; elif ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] && \
+    ! command -v apt-get >/dev/null 2>&1; then echo "no sshd and no apt-get to install it"; fi)
+MPIML_MULTIHOST_TESTS := $(if $(MULTIHOST_REASON),0,1)
+else ifneq ($(MPIML_MULTIHOST_TESTS),1)
+MULTIHOST_REASON := MPIML_MULTIHOST_TESTS=$(MPIML_MULTIHOST_TESTS)
+endif
+
+.PHONY: demo examples test test-serial test-slurm test-multihost bench lint clean venv
 
 venv: $(STAMP)
 
@@ -110,7 +123,13 @@ ifeq ($(MPIML_SLURM_TESTS),1)
 else
 	@echo "==> Slurm tests (tests/slurm) not run: $(SLURM_REASON)"
 endif
+ifeq ($(MPIML_MULTIHOST_TESTS),1)
+	@echo "==> and the multi-host tests (tests/multihost) on 2 simulated hosts that they start and stop"
+else
+	@echo "==> multi-host tests (tests/multihost) not run: $(MULTIHOST_REASON)"
+endif
 	MPIML_SLURM_TESTS=$(MPIML_SLURM_TESTS) MPIML_SLURM_TESTS_REASON="$(SLURM_REASON)" \
+	MPIML_MULTIHOST_TESTS=$(MPIML_MULTIHOST_TESTS) MPIML_MULTIHOST_TESTS_REASON="$(MULTIHOST_REASON)" \
 	MPIML_OMPI_PYTHON=$(CURDIR)/$(OMPI_VENV)/bin/python $(PY) -m pytest --fail-on-skip --durations=15
 
 test-slurm: $(STAMP)
@@ -118,6 +137,11 @@ test-slurm: $(STAMP)
 	scripts/ci/local-slurm.sh start
 	MPIML_SLURM_TESTS=1 $(PY) -m pytest --fail-on-skip tests/slurm; \
 	    status=$$?; scripts/ci/local-slurm.sh stop; exit $$status
+
+test-multihost: $(STAMP) $(OMPI_STAMP)
+	@echo "==> multi-host tests on 2 simulated hosts (scripts/ci/local-cluster.sh; needs root)"
+	MPIML_MULTIHOST_TESTS=1 MPIML_OMPI_PYTHON=$(CURDIR)/$(OMPI_VENV)/bin/python \
+	    $(PY) -m pytest --fail-on-skip tests/multihost
 
 test-serial: $(STAMP)
 	$(PY) -m pytest --fail-on-skip --deselect tests/test_mpi_layer.py

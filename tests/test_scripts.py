@@ -1,5 +1,6 @@
 """Benchmark scripts keep working (smoke runs; their numbers live in docs/benchmarks.md)."""
 
+import os
 import sys
 
 from launch import ROOT, run
@@ -25,3 +26,23 @@ def test_bench_reproducible_quick_prints_both_rows():
               timeout=300)
     assert job.returncode == 0, job.output
     assert "| full-batch GD step |" in job.output and "| mini-batch SGD step (256) |" in job.output
+
+
+def test_local_slurm_status_and_stop_never_wait_on_a_missing_or_half_written_config(tmp_path):
+    """What a start that failed halfway leaves (a prefix, a stale pid file, no or a truncated
+    slurm.conf): status says down and stop succeeds at once, where Slurm's clients would retry
+    the missing file for 60 s."""
+    prefix = tmp_path / "slurm"
+    (prefix / "run").mkdir(parents=True)
+    (prefix / "run" / "slurmctld.pid").write_text("999999999\n")
+    env = dict(os.environ, MPIML_SLURM_PREFIX=str(prefix))
+    script = ["bash", str(ROOT / "scripts" / "ci" / "local-slurm.sh")]
+    for conf_text in (None, "ClusterName=mpiml-ci\nSlurmctldHost=vm(127.0.0.1)\n"):
+        if conf_text is not None:
+            (prefix / "slurm.conf").write_text(conf_text)
+        status = run([*script, "status"], timeout=30, env=env)
+        assert status.returncode == 1 and "down (no complete" in status.output, status.output
+        stop = run([*script, "stop"], timeout=30, env=env)
+        assert stop.returncode == 0 and "stopped" in stop.output, stop.output
+        assert status.seconds + stop.seconds < 15, (status.seconds, stop.seconds)  # not 60 s
+    assert not (prefix / "run" / "slurmctld.pid").exists()

@@ -17,6 +17,11 @@
 # restarts ~12 s after `scontrol requeue`, measured; ~31 s without the scheduler settings and
 # ~160 s with Slurm's defaults), KillOnBadExit=1 (a rank that dies ends its step), MinJobAge=600
 # (`scontrol show job` still answers for finished jobs; there is no accounting, so no sacct).
+#
+# No command waits on a missing config: Slurm's clients retry for 60 s when SLURM_CONF does not
+# exist, and ~9 s when the controller is down, so every scontrol/sinfo call here first checks that
+# the config is complete and the daemons run, and is bounded by $MPIML_SLURM_CLIENT_TIMEOUT (5 s).
+# A start killed halfway is cleaned up by the next start (its daemons are found by SLURM_CONF).
 set -euo pipefail
 
 PREFIX=${MPIML_SLURM_PREFIX:-/tmp/mpiml-slurm}
@@ -24,6 +29,8 @@ CONF=$PREFIX/slurm.conf
 CTLD_PORT=${MPIML_SLURM_CTLD_PORT:-6817}
 SLURMD_PORT=${MPIML_SLURM_SLURMD_PORT:-6818}
 START_TIMEOUT=${MPIML_SLURM_START_TIMEOUT:-60}
+CLIENT_TIMEOUT=${MPIML_SLURM_CLIENT_TIMEOUT:-5}
+CONF_END="# end of slurm.conf"
 export SLURM_CONF=$CONF
 
 say() { echo "local-slurm: $*"; }
@@ -31,6 +38,24 @@ die() { echo "local-slurm: error: $*" >&2; exit 1; }
 
 pid_alive() {  # pid_alive FILE: the pid in FILE is a running process
     [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+conf_complete() {  # the config exists and was written to its last line
+    [[ -s $CONF ]] && [[ $(tail -n1 "$CONF") == "$CONF_END" ]]
+}
+
+our_daemons() {  # pids of slurmctld/slurmd started with SLURM_CONF=$CONF (pid files or not)
+    local pid
+    for pid in $(pgrep -x slurmctld; pgrep -x slurmd); do
+        tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qxF "SLURM_CONF=$CONF" \
+            && echo "$pid"
+    done
+    return 0
+}
+
+client() {  # client CMD ARGS...: a Slurm client call, only on a complete config, time-bounded
+    conf_complete || return 1
+    timeout "$CLIENT_TIMEOUT" "$@"
 }
 
 install_packages() {
@@ -63,8 +88,8 @@ start_munge() {
     mkdir -p /run/munge /var/log/munge /var/lib/munge
     chown munge:munge /run/munge /var/log/munge /var/lib/munge
     say "starting munged (as user munge)"
+    touch "$PREFIX/munge.started-by-us"  # before, so that a start killed here is undone by stop
     runuser -u munge -- munged
-    touch "$PREFIX/munge.started-by-us"
     for _ in $(seq 50); do
         munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return
         sleep 0.1
@@ -120,6 +145,7 @@ SlurmctldDebug=info
 SlurmdDebug=info
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
+$CONF_END
 EOF
     mv "$CONF.new" "$CONF"
 }
@@ -129,14 +155,14 @@ write_env() {
     say "wrote $PREFIX/env (source it, or set SLURM_CONF=$CONF)"
 }
 
-node_state() { sinfo -h -o %t 2>/dev/null | head -n1; }
+node_state() { client sinfo -h -o %t 2>/dev/null | head -n1 || true; }
 
 start() {
     install_packages
     mkdir -p "$PREFIX"
     start_munge
     if pid_alive "$PREFIX/run/slurmctld.pid" && pid_alive "$PREFIX/run/slurmd.pid" \
-            && scontrol ping >/dev/null 2>&1; then
+            && client scontrol ping >/dev/null 2>&1; then
         say "slurmctld and slurmd are already running ($CONF)"
     else
         stop_slurm quiet
@@ -152,8 +178,8 @@ start() {
         state=$(node_state)
         case $state in
             idle | mix | alloc) say "node is up (state $state); SLURM_CONF=$CONF"; return ;;
-            down* | drain* | fail*) scontrol update nodename="$(hostname -s)" state=resume \
-                                        >/dev/null 2>&1 || true ;;
+            down* | drain* | fail*) client scontrol update nodename="$(hostname -s)" \
+                                        state=resume >/dev/null 2>&1 || true ;;
         esac
         sleep 0.5
     done
@@ -161,25 +187,25 @@ start() {
     die "the node did not become idle within ${START_TIMEOUT} s (state: '${state:-none}')"
 }
 
-stop_slurm() {  # stop_slurm [quiet]: shut down slurmctld/slurmd started from $CONF
-    local ctld="$PREFIX/run/slurmctld.pid" slurmd="$PREFIX/run/slurmd.pid"
-    if ! pid_alive "$ctld" && ! pid_alive "$slurmd"; then
+stop_slurm() {  # stop_slurm [quiet]: end slurmctld/slurmd started from $CONF, pid files or not
+    local ctld="$PREFIX/run/slurmctld.pid" slurmd="$PREFIX/run/slurmd.pid" pids pid
+    pids=$(our_daemons)
+    if [[ -z $pids ]]; then
         [[ ${1:-} == quiet ]] || say "slurmctld and slurmd are not running"
         rm -f "$ctld" "$slurmd"
         return
     fi
-    say "stopping slurmctld and slurmd (scontrol shutdown)"
-    scontrol shutdown >/dev/null 2>&1 || true
-    local file pid
-    for file in "$ctld" "$slurmd"; do
-        pid_alive "$file" || continue
-        pid=$(cat "$file")
+    say "stopping slurmctld and slurmd"
+    if ! client scontrol shutdown >/dev/null 2>&1; then
+        kill $pids 2>/dev/null || true  # no config or no controller to ask: SIGTERM them
+    fi
+    for pid in $pids; do
         for _ in $(seq 100); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
         if kill -0 "$pid" 2>/dev/null; then
-            say "pid $pid ($file) still running after 10 s: SIGTERM"
+            say "pid $pid still running after 10 s: SIGTERM"
             kill "$pid" 2>/dev/null || true
             sleep 1
             if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
@@ -203,7 +229,15 @@ stop() {
 }
 
 status() {
-    if scontrol ping 2>/dev/null | grep -q UP; then
+    if ! conf_complete; then
+        say "down (no complete $CONF)"
+        return 1
+    fi
+    if ! pid_alive "$PREFIX/run/slurmctld.pid"; then
+        say "down (slurmctld is not running)"
+        return 1
+    fi
+    if client scontrol ping 2>/dev/null | grep -q UP; then
         say "up; node state $(node_state); SLURM_CONF=$CONF"
     else
         say "down"
