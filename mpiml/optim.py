@@ -9,6 +9,7 @@ array counting the updates done; ``update`` also accepts it back as a numpy scal
 
 L-BFGS wraps ``scipy.optimize.minimize(..., method="L-BFGS-B")`` around an objective that the
 caller computes collectively (see :func:`lbfgs` for why this keeps MPI ranks in step).
+scipy.optimize takes 0.1 s to import, so :func:`lbfgs` imports it: a first-order run never does.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from scipy.optimize import OptimizeResult, minimize
+
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
 
 Schedule = Callable[[int], float]
 State = dict[str, np.ndarray]
@@ -324,6 +327,8 @@ def lbfgs(
     max_iter = _check_int("max_iter", max_iter, 1)
     tol = _check_real("tol", tol, 0.0)
     history = _check_int("history", history, 1)
+    from scipy.optimize import minimize
+
     return minimize(
         fun,
         np.array(x0, dtype=np.float64),

@@ -1,4 +1,4 @@
-"""K-Means and boosted trees: mpiml at 2 ranks against scikit-learn and LightGBM, side by side.
+"""K-Means and boosted trees: mpiml at 2 ranks against scikit-learn, oneDAL, LightGBM and XGBoost.
 
     python scripts/bench_kmeans_hgbt.py [--quick] [--repeats N] [--data-dir DIR] [--json OUT]
 
@@ -12,11 +12,12 @@
 * Boosted trees: binary 1M x 100, 255 bins, ``min_samples_leaf=20``, no early stopping, in
   two settings (``HGBT``): depth-wise to depth 6 with ``l2=1``, and scikit-learn's defaults
   (best-first to 31 leaves, ``l2=0``), against ``HistGradientBoostingClassifier`` with 2
-  threads and LightGBM with 2 threads (when installed: the ``bench`` extra). Time per tree
-  without binning: mpiml from ``on_tree``, LightGBM from a callback, scikit-learn from the
-  per-iteration times its ``verbose=2`` prints (trees after the first, best). Binning on its
-  own: mpiml's bin edges and bins; scikit-learn's as ``verbose`` prints it; LightGBM's
-  ``Dataset.construct``. "With binning": the whole fit divided by the number of trees.
+  threads, LightGBM and XGBoost (``hist``) with 2 threads (when installed: the ``bench``
+  extra). Time per tree without binning: mpiml from ``on_tree``, LightGBM and XGBoost from a
+  callback, scikit-learn from the per-iteration times its ``verbose=2`` prints (trees after the
+  first, best). Binning on its own: mpiml's bin edges and bins; scikit-learn's as ``verbose``
+  prints it; LightGBM's ``Dataset.construct``; XGBoost's ``QuantileDMatrix``. "With binning":
+  the whole fit divided by the number of trees.
 
 mpiml runs in-process under ``mpiexec -n 2`` (one BLAS thread per rank); scikit-learn in a
 plain process with threadpoolctl. The driver alternates them ``--repeats`` times and keeps the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -184,6 +186,35 @@ def lightgbm_hgbt(lightgbm, settings: dict, X, y, X_test, y_test, trees: int) ->
     return result
 
 
+def xgboost_hgbt(xgboost, settings: dict, X, y, X_test, y_test, trees: int) -> dict:
+    """XGBoost (``hist``) with 2 threads and ``settings``: depth-wise, or ``lossguide`` to
+    ``max_leaf_nodes`` leaves. XGBoost has no minimum row count per leaf: ``min_child_weight``
+    is set as LightGBM's minimum hessian (1e-3)."""
+    params = {"objective": "binary:logistic", "tree_method": "hist",
+              "eta": settings["learning_rate"], "max_depth": settings["max_depth"] or 0,
+              "min_child_weight": 1e-3, "reg_lambda": settings["l2"],
+              "max_bin": settings["max_bins"], "nthread": 2, "seed": 0, "verbosity": 0}
+    if settings["max_leaf_nodes"]:
+        params.update(grow_policy="lossguide", max_leaves=settings["max_leaf_nodes"])
+    start = time.perf_counter()
+    data = xgboost.QuantileDMatrix(X, y, max_bin=settings["max_bins"], nthread=2)
+    binning = time.perf_counter() - start
+    stamps = []
+
+    class Stamp(xgboost.callback.TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log):
+            stamps.append(time.perf_counter())
+            return False
+
+    start = time.perf_counter()
+    booster = xgboost.train(params, data, num_boost_round=trees, callbacks=[Stamp()])
+    total = time.perf_counter() - start + binning
+    result = per_tree(stamps, start, total, trees)
+    predicted = booster.predict(xgboost.DMatrix(X_test, nthread=2)) > 0.5
+    result.update(binning=binning, accuracy=float((predicted == y_test).mean()))
+    return result
+
+
 def time_kmeans(estimator, X, centers, iterations: int) -> dict:
     """Seconds per Lloyd iteration of a scikit-learn-like ``estimator``: ``(t(M) - t(1)) /
     (n_iter(M) - 1)``, best of 3 fits each (their difference is a few iterations)."""
@@ -229,17 +260,19 @@ def sklearn_worker(args) -> None:
     with h5py.File(args.binary, "r") as handle:
         X, y = handle["X"][...], handle["y"][...]
         X_test, y_test = handle["X_test"][...], handle["y_test"][...]
-    try:
-        import lightgbm
-    except ImportError:
-        lightgbm = None
+    peers = {}  # optional: the bench extra installs both
+    for module, timer in (("lightgbm", lightgbm_hgbt), ("xgboost", xgboost_hgbt)):
+        try:
+            peers[f"{module}_2t"] = (importlib.import_module(module), timer)
+        except ImportError:
+            pass
     for name, settings in HGBT.items():
         with threadpool_limits(2):
             out["hgbt"][f"sklearn_2t {name}"] = sklearn_hgbt(settings, X, y, X_test, y_test,
                                                              args.trees)
-        if lightgbm is not None:
-            out["hgbt"][f"lightgbm_2t {name}"] = lightgbm_hgbt(lightgbm, settings, X, y, X_test,
-                                                               y_test, args.trees)
+        for peer, (module, timer) in peers.items():
+            out["hgbt"][f"{peer} {name}"] = timer(module, settings, X, y, X_test, y_test,
+                                                  args.trees)
     out["load_after"] = benchlib.load()
     benchlib.emit(out)
 
@@ -261,7 +294,7 @@ def combine(mine: list[dict], theirs: list[dict]) -> dict:
     for name in HGBT:  # per setting: mpiml, then its references
         result["hgbt"][f"mpiml_2r {name}"] = min((run["hgbt"][name] for run in mine),
                                                  key=lambda r: r["tree"])
-        for reference in ("sklearn_2t", "lightgbm_2t"):
+        for reference in ("sklearn_2t", "lightgbm_2t", "xgboost_2t"):
             key = f"{reference} {name}"
             if all(key in run["hgbt"] for run in theirs):
                 result["hgbt"][key] = min((run["hgbt"][key] for run in theirs),

@@ -7,7 +7,7 @@ import sys
 from launch import ROOT, run
 
 BLOCKS = ("environment", "targets", "training", "kmeans-hgbt", "allreduce", "data", "checkpoint",
-          "reproducible")
+          "startup", "reproducible")
 
 
 def test_quick_runner_writes_every_table_and_plot(tmp_path):

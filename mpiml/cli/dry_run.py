@@ -9,7 +9,9 @@ The memory estimate is the sum of three parts, per rank (the largest is printed)
 
 * data -- the bytes of the arrays this rank holds once its rows are loaded: X (dense: rows x
   features x itemsize; CSR: values, column indices and row pointers) and y, of the training,
-  validation and test rows (measured, not estimated);
+  validation and test rows (measured, not estimated); training rows that stream
+  (``data.memory_budget``) count as the budget, which bounds what streaming holds, and the
+  report says that they stream;
 * model -- parameter-vector models: the parameters, the gradient and the optimizer's state
   vectors (momentum, nesterov, adagrad: 1; adam: 2; lbfgs: 2 x ``optimizer.history``), 8 bytes
   each; K-Means: the centres, twice; boosted trees: every tree at full depth;
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import scipy.sparse as sp
 
 #: Vectors the size of the parameters that each optimizer keeps (lbfgs: per ``history``).
@@ -62,6 +63,11 @@ def report(path, config, rows, parts, reports) -> str:
         counts = [local[name] for local, _ in reports]
         lines.append(f"{name} rows: {part.n_total} ({per_rank(counts)})")
     lines.append(f"features: {rows.shard.n_features}")
+    from ..data.stream import describe
+
+    streaming = describe(rows.shard.X)
+    if streaming:
+        lines.append(streaming)
     lines.append(f"classes: {classes_line(config, rows)}")
     per_epoch, total, what = steps(config, rows.shard.n_total)
     lines.append(f"steps per epoch: {per_epoch}; steps in all: at most {total} ({what})")
@@ -128,10 +134,13 @@ def steps(config, n_total: int) -> tuple[int, int, str]:
 def memory_estimate(config, rows) -> dict[str, int]:
     """This rank's bytes by part -- data, model, working arrays -- as the module docstring
     says."""
+    from ..data.stream import is_streamed
     from ..models.kinds import KINDS
 
     data = sum(array_bytes(part.X) + (0 if part.y is None else part.y.nbytes)
                for part in (rows.shard, rows.validation, rows.test) if part is not None)
+    if is_streamed(rows.shard.X):  # held a chunk at a time, within the budget
+        data += config.data.memory_budget - array_bytes(rows.shard.X)
     family = KINDS[config.model.kind].family
     shard = rows.shard
     n_local, d = shard.n_local, shard.n_features
@@ -167,10 +176,10 @@ def memory_estimate(config, rows) -> dict[str, int]:
 
 
 def array_bytes(X) -> int:
-    """Bytes of a dense array or of a CSR matrix's three arrays."""
+    """Bytes of a dense array or of a CSR matrix's three arrays (streamed rows: as if held)."""
     if sp.issparse(X):
         return X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
-    return np.asarray(X).nbytes
+    return X.nbytes
 
 
 def size(n_bytes: int) -> str:

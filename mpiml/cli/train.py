@@ -17,7 +17,9 @@ interrupted.
 
 :func:`main` blocks the stop signals and pins BLAS to one thread per rank BEFORE numpy or MPI is
 imported (both start threads, which inherit the signal mask), so this module imports nothing
-heavy at its top: the console script and ``python -m`` behave the same.
+heavy at its top: the console script and ``python -m`` behave the same. Rank 0 records how long
+each start-up phase took, from the process's start to the first step, as one ``startup`` record
+(:class:`mpiml.run.log.Startup`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from . import add_version
 
@@ -101,10 +104,12 @@ def resolve_config(args, comm):
     return config.from_dict(on_root(read, comm))
 
 
-def train(args, comm=None, stop=None) -> int:
+def train(args, comm=None, stop=None, startup=None) -> int:
     """Run training as the CLI does, on the ranks of ``comm``; returns the exit code.
 
     ``stop``: the :class:`mpiml.run.signals.StopRequests` fed by SIGTERM/SIGUSR1 (the CLI's).
+    ``startup``: the :class:`mpiml.run.log.Startup` of this process (the CLI's), marked at the
+    end of each phase and logged at the first step.
     """
     from pathlib import Path
 
@@ -112,18 +117,22 @@ def train(args, comm=None, stop=None) -> int:
     from ..comm import on_root, world
     from ..files.atomic import atomic_text
     from ..files.model import save_model
-    from ..fit import already_finished, fit_config
+    from ..fit import already_finished, fit, load_rows
     from ..models.kinds import KINDS
     from ..run import faults, open_run
     from ..run.launchcheck import check_launch
     from ..run.log import RunLog
     from ..run.watchdog import StallWatchdog, deadline
 
+    mark = (lambda phase: None) if startup is None else startup.mark
+    mark("imports")
     # Watch from MPI_Init on: a rank stopped (or, under ULFM, lost) now would hang the others.
     # Until rank 0's config arrives, the patience is what this rank reads itself.
     patience = startup_stall_seconds(args)
+    mark("config_read")
     with deadline(None if patience is None else max(patience, MPI_INIT_SECONDS)):
         world_size = world(comm).Get_size()  # MPI_Init, if MPI is not initialised yet
+    mark("mpi_init")
     watchdog = None if patience is None else StallWatchdog(patience, comm)
     try:
         if comm is None:  # the CLI's job: COMM_WORLD must hold every rank the launcher started
@@ -133,6 +142,7 @@ def train(args, comm=None, stop=None) -> int:
         if fault is not None and fault.due("start", 0, comm.Get_rank()):
             fault.fire()
         resolved = resolve_config(args, comm)
+        mark("config")
     except BaseException:
         if watchdog is not None:
             watchdog.stop()
@@ -156,6 +166,7 @@ def train(args, comm=None, stop=None) -> int:
                                      "to continue it, or pass --resume never to start "
                                      "afresh)\n")
                 return 0
+            mark("run_open")
 
             def started():  # once the data are read and the resume is decided: bad data or a
                 # refused checkpoint leave the run directory as it was
@@ -167,9 +178,18 @@ def train(args, comm=None, stop=None) -> int:
                 if KINDS[resolved.model.kind].gradient_trained:  # trees and K-Means have neither
                     record.update(optimizer=resolved.optimizer.name, mode=resolved.comm.mode)
                 log(record)
+                mark("loop_setup")
 
             run.checkpoints.on_start.append(started)
-            result = fit_config(run)
+            if startup is not None:
+                def first_step():
+                    startup.mark("first_step")
+                    log(startup.record())
+
+                run.on_first_step.append(first_step)
+            rows = load_rows(run)
+            mark("data")
+            result = fit(run, rows)
             run.beat(result.steps, phase="saving the model")
             run.inject("final_save", result.steps)
             # on the final communicator (rank 0 may have died under shrink); every rank learns
@@ -211,6 +231,7 @@ def dry_run(args, comm=None) -> None:
 
 def main(argv=None) -> int:
     """Entry point of ``python -m mpiml.train`` and ``mpiml-train``."""
+    entered = time.time()
     args = parse_args(argv)
     if args.print_config:
         from .. import config
@@ -232,5 +253,6 @@ def main(argv=None) -> int:
         return run_program(lambda: dry_run(args))
     stop = prepare_process()
     from ..comm.spmd import run_program
+    from ..run.log import Startup
 
-    return run_program(lambda: train(args, stop=stop))
+    return run_program(lambda: train(args, stop=stop, startup=Startup(entered)))

@@ -47,6 +47,11 @@ class DataConfig:
                                    "(null: as stored)")
     standardize: bool = knob(False, "scale features by the global mean and standard deviation "
                                     "(CSR: standard deviation only); saved with the model")
+    memory_budget: int | None = knob(None, "bytes of training features per rank (an integer, "
+                                           "e.g. 1073741824 for 1 GiB): when the largest "
+                                           "rank's rows of dense X exceed it, every model "
+                                           "streams them from the file in chunks instead of "
+                                           "loading them (see docs/data.md); null: load them")
 
 
 @dataclass(frozen=True)
@@ -272,6 +277,7 @@ CHOICES = {
 # (low, high) inclusive unless noted; None = unbounded
 RANGES = {
     ("data", "validation_fraction"): (0.0, 0.9),
+    ("data", "memory_budget"): (1, None),
     ("model", "alpha"): (0.0, None),
     ("model", "l1_ratio"): (0.0, 1.0),
     ("optimizer", "lr"): (0.0, None),

@@ -95,6 +95,62 @@ class BatchPlan:
             raise IndexError(f"batch {t} is outside 0..{n_batches - 1}")
 
 
+#: Bytes of X in one block of the block-shuffled order, at most: one read each.
+ORDER_BLOCK_BYTES = 64 << 10
+
+
+def order_block_rows(batch_size: int, row_bytes: int) -> int:
+    """Rows per block of :class:`BlockBatchPlan`: at most :data:`ORDER_BLOCK_BYTES` of X and an
+    eighth of a batch (so a batch mixes at least 8 blocks), at least 1. It depends on the
+    batch size and the row width only, never on the rank count."""
+    return max(1, min(batch_size // 8, ORDER_BLOCK_BYTES // max(1, row_bytes)))
+
+
+class BlockBatchPlan(BatchPlan):
+    """The global mini-batch order of streamed rows (``data.memory_budget``): the rows are cut
+    into blocks of ``block_rows`` consecutive global rows, the BLOCKS are shuffled (block i of
+    the epoch is ``epoch_permutation(n_blocks, seed, epoch)[i]``), and batch t is positions
+    ``t*B..(t+1)*B`` of the rows in that order. A batch is therefore a few runs of consecutive
+    rows (one read each), and like :class:`BatchPlan` it is a function of ``(seed, epoch)``
+    alone: the same batches on any rank count. Rows of one block stay together in file order,
+    which is what differs from the in-memory order (every row shuffled)."""
+
+    def __init__(self, n_total: int, batch_size: int, seed: int, start: int, stop: int,
+                 block_rows: int):
+        super().__init__(n_total, batch_size, seed, start, stop)
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1; got {block_rows}")
+        self.block_rows = int(block_rows)
+        self._order = self._ends = np.empty(0, dtype=np.int64)
+
+    def local_rows(self, epoch: int, t: int) -> np.ndarray:
+        """This rank's rows in global batch ``t`` of ``epoch``, as ascending LOCAL indices."""
+        self._check_batch(t)
+        if epoch != self._epoch:
+            self._prepare(epoch)
+        first, last = t * self.batch_size, min(self.n_total, (t + 1) * self.batch_size)
+        lo_block, hi_block = np.searchsorted(self._ends, (first, last - 1), side="right")
+        runs = []
+        for block, end in zip(self._order[lo_block:hi_block + 1],
+                              self._ends[lo_block:hi_block + 1], strict=True):
+            row = int(block) * self.block_rows  # its first global row, at position `at`
+            at = int(end) - min(self.block_rows, self.n_total - row)
+            lo = max(row + max(0, first - at), self.start)
+            hi = min(row + min(int(end), last) - at, self.stop)
+            if lo < hi:
+                runs.append(np.arange(lo - self.start, hi - self.start))
+        return np.sort(np.concatenate(runs)) if runs else np.empty(0, dtype=np.intp)
+
+    def _prepare(self, epoch: int) -> None:
+        """The epoch's block order and where each block ends in it, once (O(n_blocks))."""
+        n_blocks = -(-self.n_total // self.block_rows)
+        self._order = epoch_permutation(n_blocks, self.seed, epoch).astype(np.int64)
+        sizes = np.full(n_blocks, self.block_rows, dtype=np.int64)
+        sizes[-1] = self.n_total - (n_blocks - 1) * self.block_rows
+        self._ends = np.cumsum(sizes[self._order])
+        self._epoch = epoch
+
+
 def _check_non_negative_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer; got {value!r}")

@@ -83,8 +83,9 @@ def iter_chunks(path, comm=None, x: str = "X", y: str | None = "y", chunk_rows: 
 
 def open_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
                task: str | None = None, block_rows: int = 1, progress=None,
-               w: str | None = None) -> LazyShard:
-    """Open this rank's rows of ``path`` without reading X yet. Collective.
+               w: str | None = None, memory_budget: int | None = None) -> LazyShard:
+    """Open this rank's rows of ``path`` without reading X yet. Collective. ``memory_budget``
+    (bytes of X this rank will hold at most: it streams the rest) bounds the memory check.
 
     Checks the layout on every rank and this rank's labels (scanned in slices, not kept), agrees
     on the outcome, and for classification agrees on the class set (one allgather of each rank's
@@ -96,6 +97,7 @@ def open_shard(path, comm=None, x: str = "X", y: str | None = "y", dtype=None,
     lazy, error, local_labels = None, None, None
     try:
         lazy = LazyShard(path, comm, x, y, dtype, task, block_rows, progress, w)
+        lazy.memory_budget = memory_budget
         lazy._open(rank, size)
         local_labels = lazy._scan_labels()
     except Exception as exc:  # every rank must learn of any rank's failure, whatever it is
@@ -134,7 +136,7 @@ class LazyShard:
         self.block_rows = int(block_rows)
         self.progress = progress
         self.classes: np.ndarray | None = None
-        self._file = None
+        self._file = self.memory_budget = None
         self._y = self._w = None
 
     # -- opening ------------------------------------------------------------------------------
@@ -146,8 +148,8 @@ class LazyShard:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
-            raise OSError(f"{self.path}: cannot open as HDF5 (truncated, corrupt or not an "
-                          f"HDF5 file): {exc}") from exc
+            raise OSError(f"{self.path}: cannot open as HDF5 (truncated, corrupt or not an HDF5 "
+                          f"file): {exc}") from exc
         node = self._file.get(self.x_name)
         if node is None:
             raise MissingDataError(f"{self.path}: no data set '{self.x_name}'; "
@@ -172,9 +174,8 @@ class LazyShard:
         if size > n_blocks:
             raise DataError(f"{self.path}: data set '{self.x_name}' has {self.n_total} rows, "
                             f"{n_blocks} blocks of {self.block_rows}, but the job has {size} "
-                            "ranks; "
-                            f"every rank needs at least one block (run with at most {n_blocks} "
-                            "ranks, or use smaller blocks: train.block_rows)")
+                            f"ranks; every rank needs at least one block (run with at most "
+                            f"{n_blocks} ranks, or use smaller blocks: train.block_rows)")
         self.start, self.stop = row_range(self.n_total, rank, size, self.block_rows)
         self._check_memory()
 
@@ -187,9 +188,9 @@ class LazyShard:
         itemsize = (self.dtype or np.dtype(np.float64)).itemsize
         wanted = [(self.n_features * 8, f"a model over its {self.n_features} features")]
         if not self.sparse:
-            wanted.append(((self.stop - self.start) * self.n_features * itemsize,
-                           f"this rank's {self.stop - self.start} rows x {self.n_features} "
-                           "features"))
+            rows = (self.stop - self.start) * self.n_features * itemsize
+            wanted.append((min(rows, self.memory_budget or rows), f"this rank's "
+                           f"{self.stop - self.start} rows x {self.n_features} features"))
         for size, what in wanted:
             if size > available:
                 raise DataError(f"{self.path}: '{self.x_name}' is too large to hold: {what} "
@@ -326,11 +327,12 @@ class LazyShard:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def load(self) -> Shard:
-        """Read all of this rank's rows into memory. Collective (one agreement on the outcome)."""
+    def load(self, rows=None) -> Shard:
+        """Read all of this rank's rows into memory (X: ``rows(self)`` instead when given, e.g.
+        :class:`mpiml.data.stream.StreamedRows`). Collective (one agreement on the outcome)."""
         error, X, y, w = None, None, None, None
         try:
-            X = self._read_rows(self.start, self.stop)
+            X = self.read_rows(self.start, self.stop) if rows is None else rows(self)
             y = self._labels_for(self.start, self.stop)
             w = self._weights_for(self.start, self.stop)
         except Exception as exc:  # agreed below, whatever it is
@@ -359,7 +361,7 @@ class LazyShard:
             hi = min(self.stop, lo + chunk_rows)
             error, chunk = None, None
             try:
-                chunk = (self._read_rows(lo, hi), self._labels_for(lo, hi))
+                chunk = (self.read_rows(lo, hi), self._labels_for(lo, hi))
             except Exception as exc:  # agreed below, whatever it is
                 error = exc
             agree_on_error(error, self.comm)
@@ -377,13 +379,8 @@ class LazyShard:
         read in slices into the output so no second full-length copy is made."""
         if self._y is None:
             return None
-        if self.classes is not None:
-            dtype = np.int64
-        elif self.task == "regression":
-            dtype = np.float64
-        else:
-            dtype = self._y.dtype
-        out = np.empty(hi - lo, dtype=dtype)
+        regression = np.float64 if self.task == "regression" else self._y.dtype
+        out = np.empty(hi - lo, dtype=np.int64 if self.classes is not None else regression)
         for begin in range(lo, hi, SCAN_VALUES):
             end = min(hi, begin + SCAN_VALUES)
             labels = self._read_labels(begin, end)
@@ -408,10 +405,13 @@ class LazyShard:
         with self._reading(self.y_name, lo, hi):
             return self._y[lo:hi]
 
-    def _read_rows(self, lo: int, hi: int) -> np.ndarray | scipy.sparse.csr_matrix:
-        return self._read_csr(lo, hi) if self.sparse else self._read_dense(lo, hi)
+    def read_rows(self, lo: int, hi: int, check: bool = True
+                  ) -> np.ndarray | scipy.sparse.csr_matrix:
+        """Global rows ``[lo, hi)`` of X, read now; checked (finite, in range) unless dense
+        rows already checked (``check=False``: a later pass of streamed rows)."""
+        return self._read_csr(lo, hi) if self.sparse else self._read_dense(lo, hi, check)
 
-    def _read_dense(self, lo: int, hi: int) -> np.ndarray:
+    def _read_dense(self, lo: int, hi: int, check: bool = True) -> np.ndarray:
         """Rows ``[lo, hi)`` of dense X, read and checked in slices of about CHUNK_BYTES."""
         out = np.empty((hi - lo, self.n_features), dtype=self.dtype)
         step = max(1, CHUNK_BYTES // (self.n_features * self.dtype.itemsize))
@@ -420,7 +420,7 @@ class LazyShard:
             part = out[begin - lo:end - lo]
             with self._reading(self.x_name, begin, end):
                 self._X.read_direct(part, np.s_[begin:end])
-            bad = first_nonfinite(part)
+            bad = first_nonfinite(part) if check else -1
             if bad >= 0:
                 row, column = divmod(bad, self.n_features)
                 stored = self._X[begin + row, column]

@@ -14,13 +14,13 @@ import scipy.sparse as sp
 
 from ..comm import allgather_object, mark_raised_together, raise_together, rank_and_size
 from ..config import Config, ConfigError
-from ..models.scaling import apply_scaler
 from .fingerprint import file_fingerprint, rows_fingerprint
-from .hdf5 import load_shard
+from .hdf5 import load_shard, open_shard
 from .holdout import split_validation
 from .rebalance import in_whole_blocks, rebalance_rows
 from .scaling import fit_scaler
 from .shard import DataError, Shard
+from .stream import StreamedRows, check_no_validation_fraction, chunk_rows_for, scale_rows, streams
 from .weights import check_weights, row_weights
 
 
@@ -52,7 +52,7 @@ class RunData:
             if scaler is None else scaler
         for part in (self.shard, self.test, self.validation):
             if part is not None:
-                apply_scaler(part.X, *self.scaler)
+                scale_rows(part.X, *self.scaler)
 
 
 def load_run_data(config: Config, reducer, task: str, scaler=None, progress=None) -> RunData:
@@ -65,9 +65,7 @@ def load_run_data(config: Config, reducer, task: str, scaler=None, progress=None
         raise mark_raised_together(ConfigError(
             "data.train is not set: give the HDF5 file to train on (data: {train: file.h5})"))
     labelled = task != "unsupervised"
-    shard = load_shard(cfg.train, comm, x=cfg.x, y=cfg.y if labelled else None, dtype=cfg.dtype,
-                       task=task if labelled else None, block_rows=config.block_rows,
-                       progress=progress, w=cfg.weight)
+    shard = _training_rows(config, comm, labelled, task, progress)
     weights_name = f"{cfg.train}: data set '{cfg.weight}'" if cfg.weight else cfg.train
     shard.w = row_weights(shard.y, shard.w, shard.classes, config.model.class_weight,
                           shard.n_total, reducer, (weights_name, "model.class_weight"))[0]
@@ -75,6 +73,8 @@ def load_run_data(config: Config, reducer, task: str, scaler=None, progress=None
     fingerprint = file_fingerprint(cfg.train, cfg.x, cfg.y if labelled else None, comm)
     validation = None
     if cfg.validation_fraction:
+        if isinstance(shard.X, StreamedRows):  # the same on every rank
+            check_no_validation_fraction(cfg.validation_fraction, cfg.train)
         shard, validation = split_validation(shard, cfg.validation_fraction, config.train.seed,
                                              config.block_rows, comm, cfg.train)
     held = {}
@@ -90,6 +90,25 @@ def load_run_data(config: Config, reducer, task: str, scaler=None, progress=None
     if cfg.standardize:
         rows.scale(reducer, scaler)
     return rows
+
+
+def _training_rows(config: Config, comm, labelled: bool, task: str, progress) -> Shard:
+    """This rank's training rows: in memory, or X streamed from the file when
+    ``data.memory_budget`` is set and the largest rank's X exceeds it (y and w in memory)."""
+    cfg = config.data
+    lazy = open_shard(cfg.train, comm, x=cfg.x, y=cfg.y if labelled else None, dtype=cfg.dtype,
+                      task=task if labelled else None, block_rows=config.block_rows,
+                      progress=progress, w=cfg.weight, memory_budget=cfg.memory_budget)
+    try:
+        if not streams(lazy, cfg.memory_budget, comm.Get_size()):
+            with lazy:
+                return lazy.load()
+        rows = chunk_rows_for(cfg.memory_budget, lazy.n_features, lazy.dtype.itemsize,
+                              config.block_rows)
+        return lazy.load(lambda opened: StreamedRows(opened, rows))  # the file stays open
+    except BaseException:
+        lazy.close()
+        raise
 
 
 def _check_held_out(part: Shard, shard: Shard, name: str, path: str, x: str, cfg, comm) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..models.scaling import scaler_from_moments
+from .stream import chunk_sums
 
 
 def fit_scaler(X, reducer, n_total: int) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +27,7 @@ def fit_scaler(X, reducer, n_total: int) -> tuple[np.ndarray, np.ndarray]:
         out[n_features] = hi - lo
         return out
 
-    sums = reducer.sum_over_rows(column_sums, X.shape[0], n_total)
+    sums = reducer.sum_over_rows(chunk_sums(column_sums, X), X.shape[0], n_total)
     count = max(sums[n_features], 1.0)
     mean = sums[:n_features] / count
 
@@ -37,5 +38,5 @@ def fit_scaler(X, reducer, n_total: int) -> tuple[np.ndarray, np.ndarray]:
         deviation = np.asarray(rows, dtype=np.float64) - mean
         return np.einsum("ij,ij->j", deviation, deviation)
 
-    squared = reducer.sum_over_rows(squares, X.shape[0], n_total)
+    squared = reducer.sum_over_rows(chunk_sums(squares, X), X.shape[0], n_total)
     return scaler_from_moments(mean, squared, count, sparse)

@@ -51,7 +51,8 @@ def row_range(n_rows: int, rank: int, size: int, block_rows: int = 1) -> tuple[i
 class Shard:
     """This rank's rows of a data set: rows ``[start, stop)`` of ``n_total``.
 
-    ``X`` is a C-contiguous float32/float64 array or a ``scipy.sparse.csr_matrix``. ``y`` is None
+    ``X`` is a C-contiguous float32/float64 array, a ``scipy.sparse.csr_matrix``, or
+    (``data.memory_budget``) a :class:`mpiml.data.stream.StreamedRows` read on demand. ``y`` is None
     without labels; float64 for ``task="regression"``; int64 class indices ``0..K-1`` for
     classification, where ``classes[k]`` is the original label of index k (sorted, the same on
     every rank); the stored dtype for ``task=None``. ``w`` holds the rows' sample weights
@@ -89,9 +90,10 @@ class Shard:
         :meth:`BatchPlan.local_rows`); None for labels or weights the shard does not have.
 
         Dense rows are gathered with ``np.take``, about twice as fast as ``X[rows]`` on large
-        arrays (measured by scripts/bench_data.py).
+        arrays (measured by scripts/bench_data.py); CSR and streamed rows
+        (:class:`mpiml.data.stream.StreamedRows`, which reads them) by ``X[rows]``.
         """
-        X = self.X[rows] if scipy.sparse.issparse(self.X) else np.take(self.X, rows, axis=0)
+        X = np.take(self.X, rows, axis=0) if isinstance(self.X, np.ndarray) else self.X[rows]
         return (X, None if self.y is None else self.y[rows],
                 None if self.w is None else self.w[rows])
 

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from ..comm import Reducer, allgather_object, exchange_bytes, mark_raised_together, raise_together
 from ..data.run_rows import RunData
+from ..data.stream import chunks, is_streamed
 from ..data.weights import check_weights
 from ..models import trees
 from ..models.base import check_sample_weight
@@ -109,6 +110,17 @@ def bin_edges(X, layout: RowLayout, max_bins: int, seed: int, comm,
     return np.concatenate(per_feature).astype(np.float64), offsets
 
 
+def bin_rows(X, edges: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The uint8 bins of this rank's rows (:func:`mpiml.models.trees.bin_features`), a chunk
+    at a time into one array when they stream: the bins stay in memory (1 byte a value)."""
+    if not is_streamed(X):
+        return trees.bin_features(X, edges, offsets)
+    binned = np.empty(X.shape, dtype=np.uint8, order="F")
+    for lo, hi, rows in chunks(X):
+        binned[lo:hi] = trees.bin_features(rows, edges, offsets)
+    return binned
+
+
 def _exact_column_sums(values: np.ndarray, n_total: int, reducer) -> np.ndarray:
     """Sums over all rows of every row of ``values`` (m, n), the same bits at any rank count."""
     quantized, scale = reducer.quantize_rows(values, n_total)
@@ -147,13 +159,16 @@ def fit_hgbt(X, y, comm=None, *, task: str = "binary", n_classes: int = 2,
     rounds stop when it says so, and with ``restore_best`` the model keeps the trees of its
     best round.
     """
-    trees.check_arguments(X, task, n_classes, n_estimators, learning_rate, max_depth,
-                          max_leaf_nodes, min_samples_leaf, l2, max_bins, bin_sample_rows)
+    streamed = is_streamed(X)  # its rows were checked finite as they were read
+    trees.check_arguments(X[:0] if streamed else X, task, n_classes, n_estimators,
+                          learning_rate, max_depth, max_leaf_nodes, min_samples_leaf, l2,
+                          max_bins, bin_sample_rows)
     reducer = Reducer(comm) if reducer is None else reducer
     layout = RowLayout(X, reducer.comm, row_offset, n_total, "fit_hgbt")
     targets, error = None, None
     try:
-        targets = trees.check_local_data(X, y, task, n_classes)
+        targets = (trees.encode_targets(y, task, n_classes) if streamed
+                   else trees.check_local_data(X, y, task, n_classes))
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         if sample_weight is not None:
             check_weights(sample_weight, 0, "sample_weight", "row")
@@ -183,7 +198,7 @@ def fit_hgbt(X, y, comm=None, *, task: str = "binary", n_classes: int = 2,
         if trees.task_of(start) != task or baseline.shape != (n_outputs,):
             raise ValueError(f"start is a {trees.task_of(start)} model with {baseline.size} "
                              f"outputs; this fit is {task} with {n_outputs}")
-    binned = trees.bin_features(X, edges, edge_offsets)
+    binned = bin_rows(X, edges, edge_offsets)
     n_bins = max(2, int(np.diff(edge_offsets).max(initial=0)) + 1)
     raw = np.tile(baseline, (layout.n_local, 1))
     trees.add_trees(raw, grown_trees, binned)

@@ -21,9 +21,11 @@ import numpy as np
 
 from ..comm import allgather_object, mark_raised_together, on_root
 from ..config import Config
-from ..data.batches import BatchPlan
+from ..data.batches import BatchPlan, BlockBatchPlan, order_block_rows
 from ..data.run_rows import RunData
+from ..data.stream import chunks, is_streamed
 from ..files.model import load_model
+from ..models.base import TILE_BYTES
 from ..models.kinds import KINDS, make_model
 from ..optim import make_optimizer, make_schedule
 from ..run.context import RunContext
@@ -120,6 +122,10 @@ class GradientProblem:
             per_batch = cfg.batch_size // block if cfg.batch_size else n_blocks
             return BatchPlan(n_blocks, per_batch, cfg.seed, shard.start // block,
                              -(-shard.stop // block))
+        if cfg.batch_size and is_streamed(shard.X):  # batches of a few contiguous runs
+            row_bytes = shard.n_features * shard.X.dtype.itemsize
+            return BlockBatchPlan(shard.n_total, cfg.batch_size, cfg.seed, shard.start,
+                                  shard.stop, order_block_rows(cfg.batch_size, row_bytes))
         return BatchPlan(shard.n_total, cfg.batch_size or shard.n_total, cfg.seed, shard.start,
                          shard.stop)
 
@@ -160,10 +166,32 @@ class GradientProblem:
         sums are weighted and ``n_rows`` is the rows' weight."""
         n, shard = self.n, self.rows.shard
         X, y, w = (shard.X, shard.y, shard.w) if batch is None else shard.batch(batch)
-        out[n] = self.model.loss_grad_sum(params, X, y, out[:n], w)
+        if is_streamed(X):
+            out[n] = self._streamed_loss_grad(params, out[:n])
+        else:
+            out[n] = self.model.loss_grad_sum(params, X, y, out[:n], w)
         out[n + 1] = X.shape[0] if w is None else w.sum()
         out[n + 2:] = self.run.votes()
         self._inject(step, out[:n])
+
+    def _streamed_loss_grad(self, params, grad_out: np.ndarray) -> float:
+        """The loss and gradient sums over all of this rank's streamed rows, a chunk at a time,
+        in the tiles the model uses in memory (chunks hold whole tiles; the tile sums are
+        added in the same order), so the sums have the same bits as in memory."""
+        shard, part = self.rows.shard, np.empty(self.n)
+        tile = max(1, TILE_BYTES // (shard.n_features * shard.X.dtype.itemsize))
+        loss, grad_out[...] = 0.0, 0.0
+        for lo, hi, rows in chunks(shard.X):
+            for a in range(0, hi - lo, tile):
+                b = min(hi - lo, a + tile)
+                w = None if shard.w is None else shard.w[lo + a : lo + b]
+                loss += self.model.loss_grad_sum(params, rows[a:b], shard.y[lo + a : lo + b],
+                                                 part, w)
+                if lo + a == 0:
+                    grad_out[...] = part
+                else:
+                    grad_out += part
+        return float(loss)
 
     def reduced_sums(self, params, batch, out: np.ndarray, step: int, batch_index: int) -> None:
         """``out`` = the step's [grad_sum | loss_sum | n_rows | votes] over all ranks: one fused

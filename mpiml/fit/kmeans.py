@@ -27,13 +27,21 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..comm import Reducer, mark_raised_together, raise_together
-from ..data.batches import BatchPlan
+from ..data.batches import BatchPlan, BlockBatchPlan, order_block_rows
 from ..data.run_rows import RunData
+from ..data.stream import StreamedRows, chunk_sums, is_streamed, per_row
 from ..data.weights import check_weights, weight_total
 from ..models.base import check_positive_int, check_sample_weight, weighted_sum
 from ..models.kmeans import assign, assign_with_statistics, row_norms, statistics_size
 from ..run.context import RunContext
-from .kmeans_init import fetch_row, given_centers, kmeans_plusplus, random_rows, read_init_file
+from .kmeans_init import (
+    assigned,
+    fetch_row,
+    given_centers,
+    kmeans_plusplus,
+    random_rows,
+    read_init_file,
+)
 from .layout import RowLayout
 from .result import Fitted
 from .rounds import Rounds, identity
@@ -73,7 +81,7 @@ def _scaled_tolerance(X, layout: RowLayout, tol: float, reducer) -> float:
             moments[d:] = np.einsum("ij,ij->j", rows, rows, dtype=np.float64)
         return moments
 
-    moments = reducer.sum_over_rows(rows_moments, X.shape[0], layout.n_total)
+    moments = reducer.sum_over_rows(chunk_sums(rows_moments, X), X.shape[0], layout.n_total)
     mean = moments[:d] / layout.n_total
     variance = np.maximum(moments[d:] / layout.n_total - mean * mean, 0.0)
     return float(tol * variance.mean())
@@ -108,7 +116,7 @@ def _reseed_empty(centers, counts, X, distances, layout, reducer) -> None:
 
 
 def _check_arguments(X, n_clusters, n_init, max_iter, tol, batch_size) -> None:
-    if not (sp.issparse(X) or isinstance(X, np.ndarray)) or X.ndim != 2:
+    if not (sp.issparse(X) or isinstance(X, (np.ndarray, StreamedRows))) or X.ndim != 2:
         raise ValueError(f"X must be a 2-D numpy array or a CSR matrix; got {type(X).__name__}")
     check_positive_int("n_clusters", n_clusters)
     check_positive_int("n_init", n_init)
@@ -193,7 +201,7 @@ def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", n_init: int =
                               RuntimeWarning, stacklevel=2)
             n_init = 1
     first, best = _resume_point(start, n_init, max_iter)
-    x_norms = row_norms(X)
+    x_norms = per_row(lambda rows, lo, hi: row_norms(rows), X)
     tol_abs = _scaled_tolerance(X, layout, tol, reducer)
     for initialisation in range(first, n_init):
         resumed = start if initialisation == first else None
@@ -218,7 +226,7 @@ def fit_kmeans(X, n_clusters: int, comm=None, *, init="k-means++", n_init: int =
         if best is None or result.inertia < best.inertia:
             best = result
     if best.labels is None:  # the kept fit finished before this resume
-        best.labels = assign(X, best.centers, x_norms)[0]
+        best.labels = assigned(X, best.centers, x_norms)[0]
     if not best.converged and layout.rank == 0:
         warnings.warn(f"K-Means did not converge in {max_iter} "
                       f"{'iterations' if batch_size is None else 'epochs'} (tol={tol})",
@@ -290,7 +298,7 @@ def _fit_once(X, x_norms, centers, layout, max_iter, tol_abs, batch_size, seed, 
         centers, n_iter, converged = _minibatch(X, x_norms, centers, layout, max_iter, tol_abs,
                                                 batch_size, seed, start, on_iteration, reducer,
                                                 sample_weight)
-    labels, distances = assign(X, centers, x_norms)
+    labels, distances = assigned(X, centers, x_norms)
     inertia = reducer.sum_over_rows(
         lambda lo, hi: np.array([weighted_sum(distances[lo:hi], _rows(sample_weight, lo, hi))]),
         X.shape[0], layout.n_total)
@@ -316,7 +324,7 @@ def _lloyd(X, x_norms, centers, layout, max_iter, tol_abs, start, on_iteration, 
                                                       _rows(sample_weight, lo, hi))[1]
             return part
 
-        totals = reducer.sum_over_rows(statistics, X.shape[0], layout.n_total)
+        totals = reducer.sum_over_rows(chunk_sums(statistics, X), X.shape[0], layout.n_total)
         counts = totals[k * d : k * d + k]
         updated = np.zeros((k, d))  # the centres of empty clusters are reseeded below
         np.divide(totals[: k * d].reshape(k, d), counts[:, None], out=updated,
@@ -335,8 +343,14 @@ def _minibatch(X, x_norms, centers, layout, max_epochs, tol_abs, batch_size, see
                on_iteration, reducer, sample_weight=None):
     """Mini-batch K-Means over the global batch order; returns (centers, batches, converged)."""
     k, d = centers.shape
-    plan = BatchPlan(layout.n_total, batch_size, seed, layout.start,
-                     layout.start + layout.n_local)
+    if is_streamed(X):  # batches of a few contiguous runs (docs/data.md)
+        row_bytes = d * X.dtype.itemsize
+        plan = BlockBatchPlan(
+            layout.n_total, batch_size, seed, layout.start, layout.start + layout.n_local,
+            order_block_rows(batch_size, row_bytes))
+    else:
+        plan = BatchPlan(layout.n_total, batch_size, seed, layout.start,
+                         layout.start + layout.n_local)
     per_epoch = plan.n_batches(0)
     buf = np.empty(statistics_size(k, d))
     if start is None:
@@ -352,7 +366,7 @@ def _minibatch(X, x_norms, centers, layout, max_epochs, tol_abs, batch_size, see
         if t == 0:
             epoch_start, epoch_inertia = centers.copy(), 0.0
         rows = plan.local_rows(epoch, t)
-        batch = X[rows] if sp.issparse(X) else np.take(X, rows, axis=0)
+        batch = np.take(X, rows, axis=0) if isinstance(X, np.ndarray) else X[rows]
         assign_with_statistics(buf, batch, centers, x_norms[rows],
                                None if sample_weight is None else sample_weight[rows])
         reducer.sum(buf)

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..comm import allgather_object, broadcast, broadcast_object, on_root, raise_together
+from ..data.stream import per_row
 from ..models.kmeans import assign
 from .layout import RowLayout
 
@@ -38,6 +39,12 @@ def fetch_row(X, layout: RowLayout, global_row: int, reducer) -> np.ndarray:
     return broadcast(row, reducer.comm, root=owner)
 
 
+def assigned(X, centers: np.ndarray, x_norms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mpiml.models.kmeans.assign` over all of this rank's rows, a chunk at a time when
+    they stream (``data.memory_budget``)."""
+    return per_row(lambda rows, lo, hi: assign(rows, centers, x_norms[lo:hi]), X, n_outputs=2)
+
+
 def kmeans_plusplus(X, x_norms, layout: RowLayout, k: int, seed: int, reducer,
                     sample_weight: np.ndarray | None = None) -> np.ndarray:
     """k-means++ seeding (Arthur & Vassilvitskii), the same centres at any rank count.
@@ -53,11 +60,11 @@ def kmeans_plusplus(X, x_norms, layout: RowLayout, k: int, seed: int, reducer,
     first = (int(rng.integers(layout.n_total)) if sample_weight is None
              else draw_row(sample_weight, layout, rng, reducer))
     centers[0] = fetch_row(X, layout, first, reducer)
-    closest = assign(X, centers[:1], x_norms)[1]
+    closest = assigned(X, centers[:1], x_norms)[1]
     for c in range(1, k):
         odds = closest if sample_weight is None else closest * sample_weight
         centers[c] = fetch_row(X, layout, draw_row(odds, layout, rng, reducer), reducer)
-        np.minimum(closest, assign(X, centers[c : c + 1], x_norms)[1], out=closest)
+        np.minimum(closest, assigned(X, centers[c : c + 1], x_norms)[1], out=closest)
     return centers
 
 

@@ -45,6 +45,8 @@ class RunContext:
         self.survival: Survival | None = None
         self.watchdog: StallWatchdog | None = None
         self.locks: list[RunLock] = []
+        #: Called once, at the first beat after a step (the CLI logs its start-up times there).
+        self.on_first_step: list[Callable[[], object]] = []
 
     @property
     def rank(self) -> int:
@@ -54,7 +56,12 @@ class RunContext:
 
     def beat(self, step: int, in_collective: bool = False, phase: str = "") -> None:
         """Progress for the stall watchdog (``in_collective``: just before a collective;
-        ``phase`` names a start-up phase in its message)."""
+        ``phase`` names a start-up phase in its message). The first beat after a step also runs
+        :attr:`on_first_step`."""
+        if self.on_first_step and step and not in_collective:
+            callbacks, self.on_first_step = self.on_first_step, []
+            for callback in callbacks:
+                callback()
         if self.watchdog is not None:
             self.watchdog.beat(step, in_collective, phase)
 

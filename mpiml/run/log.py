@@ -3,11 +3,13 @@
 Only rank 0 writes. Every rank holds a :class:`RunLog`; only the active one writes, and
 :meth:`RunLog.set_root` moves that role (after a shrink the new rank 0 continues the same file).
 Each stdout line is one ``write`` so that lines from several launchers do not interleave.
+:class:`Startup` times a process's start-up phases for its one ``startup`` record.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +48,46 @@ class RunLog:
             self._file = None
 
 
+class Startup:
+    """Unix times at the ends of one process's start-up phases, from the process's start
+    (:func:`process_start`) to its first step: :meth:`mark` each phase as it ends, in order;
+    :meth:`record` is the ``startup`` record (each phase's seconds). ``entered``: when the
+    command's ``main`` began, the end of the interpreter's own start."""
+
+    def __init__(self, entered: float):
+        self.started = process_start()
+        self.stamps = {"interpreter": entered}
+
+    def mark(self, phase: str) -> None:
+        self.stamps[phase] = time.time()
+
+    def record(self) -> dict:
+        """``{"event": "startup", "process_start": Unix time, "phases_s": {phase: seconds},
+        "total_s": seconds}``; without a process start (no /proc) the times run from
+        ``entered`` and ``interpreter`` is left out."""
+        previous = self.started
+        phases = {}
+        for phase, stamp in self.stamps.items():
+            if previous is not None:
+                phases[phase] = round(stamp - previous, 4)
+            previous = stamp
+        first = self.started if self.started is not None else self.stamps["interpreter"]
+        return {"event": "startup", "process_start": self.started, "phases_s": phases,
+                "total_s": round(previous - first, 4)}
+
+
+def process_start() -> float | None:
+    """When this process began (Unix time), from its start in clock ticks since boot in
+    /proc/self/stat (so to 1/100 s); None where there is no /proc."""
+    try:
+        with open("/proc/self/stat") as stat:
+            ticks = int(stat.read().rpartition(")")[2].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return time.time() - age
+
+
 def no_log(record: dict) -> None:
     """The log of a run that keeps no record (the estimators)."""
 
@@ -63,7 +105,7 @@ def _format(record: dict) -> str:
             parts.append(f"eta={_duration(value)}")
         elif isinstance(value, dict):
             parts.extend(f"{key}.{k}={_short(v)}" for k, v in value.items())
-        elif key not in ("compute_s", "comm_s", "bytes_reduced", "wall"):
+        elif key not in ("compute_s", "comm_s", "bytes_reduced", "wall", "process_start"):
             parts.append(f"{key}={_short(value)}")
     return "  ".join(parts)
 
