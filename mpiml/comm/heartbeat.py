@@ -1,7 +1,10 @@
 """Liveness messages for the stall watchdog (:mod:`mpiml.run.watchdog`), on their own
-communicator so that they never match the training's messages."""
+communicator so that they never match the training's messages, and every rank's host, so that
+a report about late ranks can say where they ran."""
 
 from __future__ import annotations
+
+import socket
 
 from .collectives import world
 from .ulfm import mpi
@@ -9,12 +12,15 @@ from .ulfm import mpi
 
 class HeartbeatChannel:
     """Every rank sends its small status to rank 0 now and then; rank 0 collects them without
-    blocking. Creating and :meth:`close` are collective (a ``Dup`` and a ``Free``)."""
+    blocking. Creating (a ``Dup`` and an allgather of the hostnames, :attr:`hosts`) and
+    :meth:`close` (a ``Free``) are collective."""
 
     _TAG = 19
 
     def __init__(self, comm=None):
         self.comm = world(comm).Dup()
+        #: Every rank's hostname, by rank.
+        self.hosts: list[str] = self.comm.allgather(socket.gethostname())
         self.usable = mpi().Query_thread() >= mpi().THREAD_MULTIPLE
 
     def send(self, report) -> None:

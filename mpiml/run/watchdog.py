@@ -10,8 +10,13 @@ start-up phases as they go.
 To say *which* ranks are late, every rank's thread sends its step to rank 0 now and then over a
 heartbeat channel (:class:`mpiml.comm.heartbeat.HeartbeatChannel`, attached once the run is set
 up); rank 0's thread names the ranks it stopped hearing from, that are behind the others' step,
-or that are still computing while the others wait inside a collective. Other ranks wait a little
-longer before they abort themselves, so that rank 0's message normally comes first.
+or that are still computing while the others wait inside a collective, and on which host they
+run. Other ranks wait a little longer before they abort themselves, so that rank 0's message
+normally comes first.
+
+A host that dies gives no rank time to speak: the launchers end the job within a second, naming
+only the host (docs/multi-node.md). So when the ranks span several hosts, rank 0 says once, as
+the channel is attached, which ranks run where.
 """
 
 from __future__ import annotations
@@ -66,8 +71,12 @@ class StallWatchdog:
         self._thread.start()
 
     def attach_channel(self) -> None:
-        """Start the heartbeats that let rank 0 name late ranks. Collective (a ``Dup``)."""
+        """Start the heartbeats that let rank 0 name late ranks, and say where the ranks run
+        when that is on several hosts. Collective (a ``Dup`` and an allgather)."""
         self.channel = HeartbeatChannel(self.comm)
+        if self.rank == 0 and len(set(self.channel.hosts)) > 1:
+            sys.stderr.write(f"mpiml: {placement(range(self.size), self.channel.hosts)}\n")
+            sys.stderr.flush()
 
     def beat(self, step: int, in_collective: bool = False, phase: str = "") -> None:
         self._step, self._in_collective = step, in_collective
@@ -109,11 +118,12 @@ class StallWatchdog:
             if stalled_for >= patience:
                 self._abort(stalled_for, now)
 
-    def _late_ranks(self, now: float) -> str:
+    def _late_ranks(self, now: float, hosts: list[str] | None = None) -> str:
         """Which ranks hold the others up. Strongest evidence first: ranks gone silent or behind
         the newest step; only when there are none, ranks still computing while the others wait
         inside the collective. A silent rank's last report is stale, so it is never taken as
-        "the others wait" (a rank stopped mid-collective would otherwise blame everyone else)."""
+        "the others wait" (a rank stopped mid-collective would otherwise blame everyone else).
+        ``hosts`` (by rank): say on which hosts the late ranks run, when there are several."""
         fresh = {rank: (step, waiting) for rank, (step, waiting, seen) in self._heard.items()
                  if rank == 0 or now - seen <= self.seconds / 2}
         newest = max(step for step, _, _ in self._heard.values())
@@ -124,7 +134,8 @@ class StallWatchdog:
         state = ", ".join(f"{rank}: step {step}{' waiting' if waiting else ''}"
                           for rank, (step, waiting, _) in sorted(self._heard.items()))
         if late:
-            return f"late ranks: {late} (silent, behind, or not in the collective; {state})"
+            where = f": {placement(late, hosts)}" if hosts and len(set(hosts)) > 1 else ""
+            return f"late ranks: {late}{where} (silent, behind, or not in the collective; {state})"
         return f"every rank is alive and waiting ({state})"
 
     def _abort(self, stalled_for: float, now: float) -> None:
@@ -132,8 +143,17 @@ class StallWatchdog:
                    f"{stalled_for:.0f} s in {self._phase} (fault.stall_seconds="
                    f"{self.seconds:g})")
         if self.rank == 0 and self.size > 1 and self.channel is not None:
-            message += "; " + self._late_ranks(now)
+            message += "; " + self._late_ranks(now, self.channel.hosts)
         sys.stderr.write(message + "; aborting the job\n")
         sys.stderr.flush()
         # a stall may be a peer that died (ULFM does not always report one): leave accordingly
         abort(self.channel.comm if self.channel is not None else self.comm, 1, rank_died=True)
+
+
+def placement(ranks, hosts: list[str]) -> str:
+    """Where ``ranks`` run, host by host in order of first rank: "ranks 2, 3 on host n2"."""
+    by_host: dict[str, list[int]] = {}
+    for rank in ranks:
+        by_host.setdefault(hosts[rank], []).append(rank)
+    return "; ".join(f"rank{'s' if len(on) > 1 else ''} {', '.join(map(str, on))} on host {host}"
+                     for host, on in by_host.items())

@@ -38,6 +38,9 @@ NAME=${MPIML_CLUSTER_NAME:-mpiml}  # the stem of every name: hosts $NAME-hI, bri
 BRIDGE=$NAME-br0
 IFACE=mpiml0  # the interface's name inside every namespace
 SSH_TIMEOUT=10
+# ssh gives up on a host that stopped answering (a partition, a dead host) after about
+# ALIVE_INTERVAL x ALIVE_COUNT s (and Open MPI's launcher with it); TCP alone waits for minutes
+ALIVE_INTERVAL=2 ALIVE_COUNT=3
 
 ns_of() { echo "$NAME-h$1"; }
 addr_of() { echo "$SUBNET.$1"; }
@@ -83,6 +86,8 @@ Host *
     GlobalKnownHostsFile /dev/null
     BatchMode yes
     ConnectTimeout 5
+    ServerAliveInterval $ALIVE_INTERVAL
+    ServerAliveCountMax $ALIVE_COUNT
     LogLevel ERROR
 EOF
     printf '#!/bin/sh\n# ssh into the simulated hosts (scripts/ci/local-cluster.sh)\n'\
