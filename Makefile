@@ -140,7 +140,8 @@ test-slurm: $(STAMP)
 
 test-multihost: $(STAMP) $(OMPI_STAMP)
 	@echo "==> multi-host tests on 2 simulated hosts (scripts/ci/local-cluster.sh; needs root)"
-	MPIML_MULTIHOST_TESTS=1 MPIML_OMPI_PYTHON=$(CURDIR)/$(OMPI_VENV)/bin/python \
+	MPIML_MULTIHOST_TESTS=1 MPIML_SLURM_TESTS=$(MPIML_SLURM_TESTS) \
+	    MPIML_OMPI_PYTHON=$(CURDIR)/$(OMPI_VENV)/bin/python \
 	    $(PY) -m pytest --fail-on-skip tests/multihost
 
 test-serial: $(STAMP)

@@ -16,6 +16,7 @@ from multihost_cluster import Cluster, cluster_script
 
 ENABLE_VAR = "MPIML_MULTIHOST_TESTS"
 REASON_VAR = "MPIML_MULTIHOST_TESTS_REASON"
+SLURM_VAR = "MPIML_SLURM_TESTS"
 HOSTS = 2
 
 
@@ -26,6 +27,8 @@ def _enabled() -> bool:
 def pytest_ignore_collect(collection_path, config):
     if not _enabled() and collection_path.name.startswith("test_"):
         return True
+    if collection_path.name.startswith("test_slurm") and os.environ.get(SLURM_VAR) != "1":
+        return True  # multi-node Slurm also needs the Slurm layer's gate (tests/slurm)
     return None
 
 
@@ -34,6 +37,9 @@ def pytest_terminal_summary(terminalreporter):
         reason = os.environ.get(REASON_VAR) or f"{ENABLE_VAR} is not 1"
         terminalreporter.write_line(f"Multi-host tests (tests/multihost) not run: {reason}",
                                     yellow=True)
+    elif os.environ.get(SLURM_VAR) != "1":
+        terminalreporter.write_line(f"Multi-node Slurm tests (tests/multihost/test_slurm_*) not "
+                                    f"run: {SLURM_VAR} is not 1", yellow=True)
 
 
 @pytest.fixture(scope="session")
