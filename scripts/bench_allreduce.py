@@ -3,9 +3,10 @@
     python scripts/bench_allreduce.py --ranks 2 4 [--mpiexec PATH] [--quick] [--json OUT]
 
 The driver starts ``mpiexec -n P python bench_allreduce.py --worker`` for each rank count. For each
-message size (float64, 8 B .. 64 MiB, x2 steps) the worker times every algorithm in turn, with
-warm-up, over enough iterations to fill about ``--seconds`` per measurement, and reports the
-slowest rank's average latency (best of ``--rounds`` alternating rounds) and the bus bandwidth
+message size (float64, 8 B .. 64 MiB, x2 steps) the worker times every algorithm in turn on the
+same buffer: ``--rounds`` rounds, each a batch of the same number of calls per algorithm (about
+``--seconds`` for the slowest), in an order rotated every round. It reports the best round's
+average latency (a batch's time is the slowest rank's) and the bus bandwidth
 ``2 (p-1)/p * bytes / time`` (the OSU and nccl-tests convention, comparable across rank counts).
 Timings exclude the length-check probe (``validate=False``); its own cost is the 8 B native
 latency. Prints markdown tables.
@@ -35,10 +36,16 @@ def sizes(quick: bool) -> list[int]:
     return out
 
 
-def time_one(buf, comm, algorithm, seconds, ring_threshold) -> float:
+def time_size(buf, comm, seconds, rounds, ring_threshold) -> dict[str, float]:
+    """Seconds per allreduce of ``buf`` for every algorithm: the best of ``rounds`` interleaved
+    rounds, each timing a batch of the same number of calls per algorithm (order rotated every
+    round, so no algorithm always runs first or after the same one); a batch's time is the
+    slowest rank's."""
+    from mpi4py import MPI
+
     from mpiml.comm import allreduce
 
-    def run(n):
+    def run(algorithm, n):
         comm.Barrier()
         start = time.perf_counter()
         for _ in range(n):
@@ -46,15 +53,19 @@ def time_one(buf, comm, algorithm, seconds, ring_threshold) -> float:
                       ring_threshold=ring_threshold)
         return time.perf_counter() - start
 
-    probe = max(run(3) / 3, 1e-7)
-    iters = np.array([max(5, min(20000, int(seconds / probe)))])
-    comm.Bcast(iters, root=0)  # every rank runs the same count
-    run(max(1, int(iters[0]) // 10))  # warm-up
-    elapsed = np.array([run(int(iters[0])) / int(iters[0])])
-    from mpi4py import MPI
-
-    comm.Allreduce(MPI.IN_PLACE, elapsed, op=MPI.MAX)
-    return float(elapsed[0])
+    for algorithm in ALGORITHMS:  # warm-up, and the slowest algorithm sets the batch length
+        run(algorithm, 2)
+    probe = np.array([max(run(algorithm, 3) / 3 for algorithm in ALGORITHMS)])
+    comm.Allreduce(MPI.IN_PLACE, probe, op=MPI.MAX)  # every rank runs the same count
+    iters = max(1, min(20000, int(seconds / max(probe[0], 1e-7))))
+    best = dict.fromkeys(ALGORITHMS, float("inf"))
+    for round_ in range(rounds):
+        shift = round_ % len(ALGORITHMS)
+        for algorithm in ALGORITHMS[shift:] + ALGORITHMS[:shift]:
+            elapsed = np.array([run(algorithm, iters) / iters])
+            comm.Allreduce(MPI.IN_PLACE, elapsed, op=MPI.MAX)
+            best[algorithm] = min(best[algorithm], float(elapsed[0]))
+    return best
 
 
 def worker(args) -> None:
@@ -65,12 +76,8 @@ def worker(args) -> None:
     rows = []
     for nbytes in sizes(args.quick):
         buf = np.zeros(nbytes // 8)  # repeated in-place sums of zeros cannot overflow
-        times = {alg: float("inf") for alg in ALGORITHMS}
-        for _ in range(args.rounds):  # the algorithms alternate; best round of each
-            for alg in ALGORITHMS:
-                times[alg] = min(times[alg], time_one(buf, comm, alg, args.seconds,
-                                                      args.ring_threshold))
-        rows.append((nbytes, times))
+        rows.append((nbytes, time_size(buf, comm, args.seconds, args.rounds,
+                                       args.ring_threshold)))
     if comm.rank != 0:
         return
     bus = 2 * (p - 1) / p
@@ -132,8 +139,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--mpiexec", help="launcher (default: the one beside this Python)")
-    parser.add_argument("--seconds", type=float, default=0.075, help="time per measurement")
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--seconds", type=float, default=0.02,
+                        help="time per measurement (one batch of the slowest algorithm)")
+    parser.add_argument("--rounds", type=int, default=8,
                         help="measure every size and algorithm this many times, keep the best")
     parser.add_argument("--ring-threshold", type=int, default=DEFAULT_RING_THRESHOLD)
     parser.add_argument("--quick", action="store_true", help="sizes up to 1 MiB, short runs")
@@ -142,7 +150,7 @@ def main() -> int:
     parser.add_argument("--emit-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.seconds = min(args.seconds, 0.02)
+        args.seconds, args.rounds = min(args.seconds, 0.005), min(args.rounds, 2)
     if args.worker:
         worker(args)
         return 0

@@ -9,7 +9,7 @@ Algorithms for :func:`allreduce`:
 
 * ``native`` -- ``MPI_Allreduce`` of the MPI library;
 * ``ring``   -- reduce-scatter then allgather between ring neighbours (bandwidth-optimal:
-  each rank sends ``2 (p-1)/p`` of the buffer);
+  each rank sends ``2 (p-1)/p`` of the buffer; :mod:`mpiml.comm.ring`);
 * ``tree``   -- recursive doubling with the standard fix-up for non-power-of-two rank
   counts (latency-optimal: ``ceil(log2 p)`` rounds of full-buffer exchanges);
 * ``auto``   -- ``native`` below ``ring_threshold`` bytes, ``ring`` from there on. The
@@ -17,8 +17,8 @@ Algorithms for :func:`allreduce`:
   ``scripts/bench_allreduce.py`` measured on the reference machine (docs/benchmarks.md).
 
 All algorithms are deterministic: for the same inputs on the same rank count they give the same
-bits on every run, and every rank ends with bit-identical buffers (ring: each chunk is reduced on
-one rank and then copied; tree: partners combine in rank order).
+bits on every run, and every rank ends with bit-identical buffers (ring: chunk ``c`` is reduced in
+the order of the ranks ``c, c+1, ..., c-1`` and then copied; tree: partners combine in rank order).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import threading
 
 import numpy as np
 
+from .ring import ring_allreduce
 from .ulfm import mpi as _mpi
 from .ulfm import translating_failures
 
@@ -35,12 +36,12 @@ OPS = ("sum", "max", "min")
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32), np.dtype(np.int64))
 
 #: Default size (bytes) from which ``auto`` switches from ``native`` to ``ring``. Measured with
-#: scripts/bench_allreduce.py (docs/benchmarks.md): with MPICH's shared-memory transport the ring
-#: ties native at 2-8 MiB and wins from 8 MiB (up to 2x at 32 MiB); below 1 MiB native is faster.
-DEFAULT_RING_THRESHOLD = 8 << 20
+#: scripts/bench_allreduce.py (docs/benchmarks.md) on 2 and 4 ranks with MPICH's shared-memory
+#: transport: the ring wins on 2 ranks at 1 MiB and from 8 MiB, ties or loses by up to 1.2x at
+#: 2-8 MiB on 4 ranks, and wins on both from 16 MiB (0.6-0.9x native).
+DEFAULT_RING_THRESHOLD = 16 << 20
 
 _NUMPY_OPS = {"sum": np.add, "max": np.maximum, "min": np.minimum}
-_TAG_RING = 17
 _TAG_TREE = 18
 
 
@@ -131,37 +132,10 @@ def allreduce(
         mpi_op = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
         comm.Allreduce(MPI.IN_PLACE, flat, op=mpi_op)
     elif algorithm == "ring":
-        _ring_allreduce(flat, comm, _NUMPY_OPS[op])
+        ring_allreduce(flat, comm, _NUMPY_OPS[op])
     else:
         _tree_allreduce(flat, comm, _NUMPY_OPS[op])
     return buf
-
-
-def _ring_allreduce(flat: np.ndarray, comm, combine) -> None:
-    """Reduce-scatter then allgather around the ring rank -> rank+1.
-
-    The buffer is cut into ``p`` chunks whose sizes differ by at most one (some may be empty when
-    the buffer is shorter than ``p``). In step s of the reduce-scatter rank r sends chunk
-    (r - s) mod p and folds the chunk (r - s - 1) mod p it receives into its own copy; after p-1
-    steps rank r holds the complete reduction of chunk (r + 1) mod p, which the allgather passes on.
-    """
-    rank, size = comm.Get_rank(), comm.Get_size()
-    bounds = np.linspace(0, flat.size, size + 1).astype(np.int64)
-    chunk = [flat[bounds[i] : bounds[i + 1]] for i in range(size)]
-    right, left = (rank + 1) % size, (rank - 1) % size
-    scratch = np.empty(max(c.size for c in chunk), dtype=flat.dtype)
-    for step in range(size - 1):
-        send = chunk[(rank - step) % size]
-        mine = chunk[(rank - step - 1) % size]
-        incoming = scratch[: mine.size]
-        comm.Sendrecv(send, dest=right, sendtag=_TAG_RING, recvbuf=incoming, source=left,
-                      recvtag=_TAG_RING)
-        combine(mine, incoming, out=mine)
-    for step in range(size - 1):
-        send = chunk[(rank + 1 - step) % size]
-        recv = chunk[(rank - step) % size]
-        comm.Sendrecv(send, dest=right, sendtag=_TAG_RING, recvbuf=recv, source=left,
-                      recvtag=_TAG_RING)
 
 
 def _tree_allreduce(flat: np.ndarray, comm, combine) -> None:
@@ -247,7 +221,7 @@ def start_allreduce(buf: np.ndarray, comm=None, op: str = "sum", algorithm: str 
         raise RuntimeError(f"non-blocking {algorithm} allreduce needs MPI_THREAD_MULTIPLE; "
                            "use algorithm 'native'")
     errors: list[BaseException] = []
-    reduce = _ring_allreduce if algorithm == "ring" else _tree_allreduce
+    reduce = ring_allreduce if algorithm == "ring" else _tree_allreduce
 
     def run():
         try:
