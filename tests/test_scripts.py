@@ -1,8 +1,10 @@
 """Benchmark scripts keep working (smoke runs; their numbers live in docs/benchmarks.md)."""
 
+import json
 import os
 import sys
 
+import pytest
 from launch import ROOT, run
 
 
@@ -46,3 +48,29 @@ def test_local_slurm_status_and_stop_never_wait_on_a_missing_or_half_written_con
         assert stop.returncode == 0 and "stopped" in stop.output, stop.output
         assert status.seconds + stop.seconds < 15, (status.seconds, stop.seconds)  # not 60 s
     assert not (prefix / "run" / "slurmctld.pid").exists()
+
+
+def test_scaling_model_recovers_the_alpha_beta_it_was_given(tmp_path):
+    """scripts/scaling_model.py fits ring and tree times made from known alpha and beta (2 and
+    4 ranks, 8 B .. 1 MiB) back to those values, and projects a step of every family."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import scaling_model
+
+    alpha, beta = 20e-6, 1 / 1.1e9
+    rows = {p: [[m, {"ring": scaling_model.ring_time(p, m, alpha, beta),
+                     "tree": scaling_model.tree_time(p, m, 2 * alpha, beta), "native": 1.0,
+                     "auto": 1.0}] for m in (8 << i for i in range(18))] for p in (2, 4)}
+    path = tmp_path / "allreduce.json"
+    path.write_text(json.dumps({"results": [{"ranks": p, "rows": r} for p, r in rows.items()]}))
+    model = scaling_model.network_model(str(path))
+    assert model["ring"]["alpha"] == pytest.approx(alpha, rel=1e-6)
+    assert model["ring"]["beta"] == pytest.approx(beta, rel=1e-6)
+    assert model["tree"]["alpha"] == pytest.approx(2 * alpha, rel=1e-6)
+    assert model["ring"]["worst"] < 1e-6
+    report = scaling_model.report({"test net": model}, scaling_model.FAMILIES)
+    for family in scaling_model.FAMILIES:
+        assert f"| {family} |" in report
+    # the MLP's 1.6 MB per step is bandwidth-bound: the ring wins at 8 ranks
+    compute, comm, algorithm = scaling_model.step_time(
+        model, scaling_model.FAMILIES["MLP 784-256-10, SGD step (global batch 1,024)"], 8)
+    assert algorithm == "ring" and comm > 0
