@@ -234,14 +234,10 @@ def _check_consistency(config: Config) -> None:
     if family in ("kmeans", "hgbt") and config.comm.mode != "sync":
         raise ConfigError(f"model.kind {config.model.kind} has its own loop: comm.mode must be "
                           f"sync; got {config.comm.mode!r}")
-    if config.fault.mode == "shrink":
-        if config.comm.mode != "sync" or config.optimizer.name == "lbfgs":
-            raise ConfigError("fault.mode shrink supports comm.mode sync with a first-order "
-                              f"optimizer; got comm.mode {config.comm.mode!r}, optimizer.name "
-                              f"{config.optimizer.name!r}")
-        if not KINDS[config.model.kind].gradient_trained:
-            raise ConfigError(f"fault.mode shrink supports the gradient-trained models; got "
-                              f"model.kind {config.model.kind!r}")
+    if config.fault.mode == "shrink" and config.comm.mode != "sync":
+        raise ConfigError("fault.mode shrink supports comm.mode sync (every model family, "
+                          f"L-BFGS included); got comm.mode {config.comm.mode!r}: use sync or "
+                          "fault.mode restart")
     if config.train.block_rows is not None and not config.train.reproducible:
         raise ConfigError("train.block_rows is the block of reproducible mode: set "
                           "train.reproducible to true, or train.block_rows to null")

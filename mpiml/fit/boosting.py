@@ -245,30 +245,41 @@ def fit_hgbt(X, y, comm=None, *, task: str = "binary", n_classes: int = 2,
 
 
 def run_boosting(run: RunContext, rows: RunData) -> Fitted:
-    """Boosted trees on ``rows`` as ``config.hgbt`` says, checkpointing after rounds; with a
+    """Boosted trees on ``rows`` as ``config.hgbt`` says, checkpointing after rounds (and under
+    ``fault.mode: shrink`` carrying on from the agreed round after a rank's death); with a
     validation set, early stopping (``train.patience``) and the best round
     (``train.restore_best``)."""
     config = run.config
     kind, cfg = config.model.kind, config.hgbt
     task = "regression" if rows.task == "regression" else (
         "binary" if rows.n_classes == 2 else "multiclass")
-    watch = None
-    if rows.validation is not None:
-        watch = BoostingWatch(rows.validation, task, rows.n_classes, run.reducer,
-                              config.train.patience, config.train.min_delta)
     rounds = Rounds(run, rows, identity(kind, rows), cfg.n_estimators,
                     describe=lambda state: {key: state[key] for key in ("validation_loss",)
                                             if key in state})
-    result = fit_hgbt(rows.shard.X, rows.shard.y, task=task, n_classes=rows.n_classes,
-                      n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
-                      max_depth=cfg.max_depth, max_leaf_nodes=cfg.max_leaf_nodes,
-                      min_samples_leaf=cfg.min_samples_leaf,
-                      l2=cfg.l2, max_bins=cfg.max_bins, row_offset=rows.shard.start,
-                      n_total=rows.shard.n_total, seed=config.train.seed,
-                      start=rounds.start_state(), on_tree=rounds.after, reducer=run.reducer,
-                      watch=watch, restore_best=config.train.restore_best,
-                      sample_weight=rows.shard.w)
-    rounds.finish()
+
+    def fit(start: dict | None) -> Fitted:  # again from a later round after a shrink
+        watch = None
+        if rows.validation is not None:
+            watch = BoostingWatch(rows.validation, task, rows.n_classes, run.reducer,
+                                  config.train.patience, config.train.min_delta)
+        result = fit_hgbt(rows.shard.X, rows.shard.y, task=task, n_classes=rows.n_classes,
+                          n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
+                          max_depth=cfg.max_depth, max_leaf_nodes=cfg.max_leaf_nodes,
+                          min_samples_leaf=cfg.min_samples_leaf,
+                          l2=cfg.l2, max_bins=cfg.max_bins, row_offset=rows.shard.start,
+                          n_total=rows.shard.n_total, seed=config.train.seed,
+                          start=start, on_tree=rounds.after, reducer=run.reducer,
+                          watch=watch, restore_best=config.train.restore_best,
+                          sample_weight=rows.shard.w)
+        rounds.finish()
+        return _fitted(run, rows, task, result, watch)
+
+    return rounds.carry_on(fit)
+
+
+def _fitted(run: RunContext, rows: RunData, task: str, result: HGBTResult,
+            watch: BoostingWatch | None) -> Fitted:
+    """The fit's test and validation metrics (collective), logged, with its model."""
     model = result.model
     scores = (None if task == "regression"
               else (lambda X: trees.predict_proba(model, X)))

@@ -12,11 +12,11 @@ bit-identical to one never interrupted (same rank count).
 from __future__ import annotations
 
 from ..comm import RankFailure
-from ..data.run_rows import load_run_data
 from .gradient import GradientProblem, quiet_overflow
 from .progress import Progress
 from .result import Fitted
 from .steps import make_step
+from .survive import reread_rows
 
 
 def fit_first_order(problem: GradientProblem) -> Fitted:
@@ -97,6 +97,6 @@ def _survive(problem: GradientProblem, state: dict) -> Progress:
     if not enough:
         problem.checkpoint(progress, state)
         run.stopped(progress.step)
-    rows = problem.rows
-    problem.set_rows(load_run_data(run.config, run.reducer, rows.task, scaler=rows.scaler))
+    reread_rows(run, problem.rows)
+    problem.set_rows(problem.rows)
     return progress

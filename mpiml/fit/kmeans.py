@@ -12,8 +12,8 @@ broadcast values only, so the ranks never disagree on the sequence of collective
 
 Every reduction goes through the run's :class:`mpiml.comm.Reducer`; with ``comm=MPI.COMM_SELF``
 the same code is the serial algorithm. The initial centres come from :mod:`.kmeans_init`.
-:func:`run_kmeans` runs it from a config, with the run's checkpoints and stop requests
-(:mod:`mpiml.fit.rounds`).
+:func:`run_kmeans` runs it from a config, with the run's checkpoints, stop requests and
+``fault.mode: shrink`` (:mod:`mpiml.fit.rounds`).
 """
 
 from __future__ import annotations
@@ -388,7 +388,8 @@ def _minibatch(X, x_norms, centers, layout, max_epochs, tol_abs, batch_size, see
 
 
 def run_kmeans(run: RunContext, rows: RunData, centers=None) -> Fitted:
-    """K-Means on ``rows`` as ``config.kmeans`` says, checkpointing after iterations.
+    """K-Means on ``rows`` as ``config.kmeans`` says, checkpointing after iterations (and
+    under ``fault.mode: shrink`` carrying on from the agreed iteration after a rank's death).
 
     The initial centres: ``centers`` when given (an estimator's ``init`` array), else those of
     ``kmeans.init_file``, else seeded by ``kmeans.init``. Given centres are part of the
@@ -412,25 +413,33 @@ def run_kmeans(run: RunContext, rows: RunData, centers=None) -> Fitted:
     given = {} if centers is None else {"init_centers": hashlib.sha256(centers.tobytes())
                                         .hexdigest()}
     rounds = Rounds(run, rows, identity("kmeans", rows, **given), total, describe=_describe)
-    result = fit_kmeans(shard.X, cfg.n_clusters, init=cfg.init if centers is None else centers,
-                        n_init=cfg.n_init, max_iter=cfg.max_iter, tol=cfg.tol,
-                        seed=config.train.seed, batch_size=cfg.batch_size,
-                        start=rounds.start_state(), on_iteration=rounds.after,
-                        reducer=run.reducer, row_offset=shard.start, n_total=shard.n_total,
-                        sample_weight=shard.w)
-    rounds.finish()
-    final = {"inertia": result.inertia, "converged": bool(result.converged)}
-    if rows.test is not None:
-        test = rows.test
-        distances = assign(test.X, result.centers)[1]
-        final["test_inertia"] = float(run.reducer.sum_over_rows(
-            lambda lo, hi: np.array([distances[lo:hi].sum()]), test.n_local, test.n_total)[0])
-    record = {"step": rounds.step, "inertia": result.inertia, "converged": bool(result.converged)}
-    if fits > 1:
-        record.update(initialisation=result.initialisation, n_iter=result.n_iter)
-    run.log(record)
-    return Fitted({"centers": result.centers}, {"n_clusters": cfg.n_clusters}, result.n_iter,
-                  metrics=final)
+
+    def fit(start: dict | None) -> Fitted:  # again from a later state after a shrink
+        shard = rows.shard
+        result = fit_kmeans(shard.X, cfg.n_clusters,
+                            init=cfg.init if centers is None else centers, n_init=cfg.n_init,
+                            max_iter=cfg.max_iter, tol=cfg.tol, seed=config.train.seed,
+                            batch_size=cfg.batch_size, start=start,
+                            on_iteration=rounds.after, reducer=run.reducer,
+                            row_offset=shard.start, n_total=shard.n_total,
+                            sample_weight=shard.w)
+        rounds.finish()
+        final = {"inertia": result.inertia, "converged": bool(result.converged)}
+        if rows.test is not None:
+            test = rows.test
+            distances = assign(test.X, result.centers)[1]
+            final["test_inertia"] = float(run.reducer.sum_over_rows(
+                lambda lo, hi: np.array([distances[lo:hi].sum()]), test.n_local,
+                test.n_total)[0])
+        record = {"step": rounds.step, "inertia": result.inertia,
+                  "converged": bool(result.converged)}
+        if fits > 1:
+            record.update(initialisation=result.initialisation, n_iter=result.n_iter)
+        run.log(record)
+        return Fitted({"centers": result.centers}, {"n_clusters": cfg.n_clusters},
+                      result.n_iter, metrics=final)
+
+    return rounds.carry_on(fit)
 
 
 def _describe(state: dict) -> dict:

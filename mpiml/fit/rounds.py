@@ -5,7 +5,9 @@ After every round :meth:`Rounds.after` beats the watchdog, fires a planned fault
 2-value reduction whether a stop signal arrived on any rank and whether a time-based checkpoint
 is due, and then rank 0 writes the state as a checkpoint (``state/*`` arrays); on a stop every
 rank exits with the reserved code. A resumed run passes the saved state back as the loop's
-``start`` and continues bit-identically on the same rank count.
+``start`` and continues bit-identically on the same rank count. Under ``fault.mode: shrink``
+each round's state is also kept in memory, and :meth:`Rounds.carry_on` runs the fit again from
+the agreed round when a rank dies, on the survivors (:mod:`mpiml.fit.survive`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from ..data.run_rows import RunData
 from ..run.context import RunContext
+from .survive import carry_on
 
 STATE = "state/"
 
@@ -51,11 +54,35 @@ class Rounds:
         return {name[len(STATE):]: value.item() if value.ndim == 0 and name != STATE + "task"
                 else value for name, value in found.arrays.items() if name.startswith(STATE)}
 
+    def carry_on(self, fit):
+        """``fit(start)`` from the saved state to resume (None: afresh); under ``fault.mode:
+        shrink``, after a rank's death, ``fit(state)`` again on the survivors from the state
+        of the agreed round. Returns what ``fit`` returns."""
+        start = self.start_state()
+        self._remember(start)
+
+        def restore(snapshot) -> int:
+            nonlocal start
+            self.step, start = snapshot
+            self.state = start
+            return self.step
+
+        def save() -> None:
+            if self.state is not None:  # else no round was done: nothing to save
+                self.save()
+
+        return carry_on(self.run, self.rows, lambda: fit(start), restore, save)
+
+    def _remember(self, state: dict | None) -> None:
+        if self.run.survival is not None:
+            self.run.survival.remember(self.step, (self.step, state))
+
     def after(self, state: dict) -> None:
         """Called by the loop after each round with its complete state."""
         run = self.run
         self.step += 1
         self.state = state
+        self._remember(state)
         run.beat(self.step)
         if self.step % run.config.train.log_every == 0:
             run.log(self._pace(state))

@@ -6,8 +6,9 @@ are kept, since a survivor can be at most one step ahead of another when a rank 
 the communicator, agree on the step to redo -- the smallest one any survivor was working on, one
 MIN allreduce on the healthy communicator -- and get that step's snapshot back, identical on every
 survivor because every completed step applied identical reduced values everywhere. The loop then
-re-reads its rows for the new rank count and carries on; the new rank 0 takes over logging and
-saving.
+re-reads its rows for the new rank count and carries on (:mod:`mpiml.fit.survive`; a step may be
+an L-BFGS iteration, a K-Means iteration or a boosting round); the new rank 0 takes over logging
+and saving.
 """
 
 from __future__ import annotations
