@@ -114,6 +114,9 @@ def test_penalty_skips_biases_and_interface_matches_linear_models():
     for (w, _), (gw, gb) in zip(model.layers(params), model.layers(grad), strict=True):
         np.testing.assert_array_equal(gw, 2.0 * w)
         assert not gb.any()
+    target = params.copy()  # the loop's in-place form: the same bits
+    assert model.add_penalty(params, target) == value
+    np.testing.assert_array_equal(target, params + grad)
     before = params.copy()
     model.prox(params, 0.5)
     assert np.array_equal(params, before) and model.l1_penalty(params) == 0.0

@@ -3,6 +3,7 @@ rows (why p ranks equal 1 rank), numerical stability, and optima against scikit-
 
 from __future__ import annotations
 
+import re
 import warnings
 from itertools import pairwise
 
@@ -112,6 +113,18 @@ def test_penalty_value_and_gradient(kind, extra):
 
 
 @pytest.mark.parametrize("kind, extra", MODEL_CASES, ids=CASE_IDS)
+def test_add_penalty_adds_in_place_what_penalty_returns(kind, extra):
+    """The loop's in-place form gives the same bits as adding penalty()'s new vector."""
+    model = build(kind, extra, alpha=0.5, l1_ratio=0.2)
+    params = random_params(model)
+    value, grad = model.penalty(params)
+    start = random_params(model, seed=2)
+    target = start.copy()
+    assert model.add_penalty(params, target) == value
+    np.testing.assert_array_equal(target, start + grad)
+
+
+@pytest.mark.parametrize("kind, extra", MODEL_CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
 def test_loss_grad_sum_agrees_with_loss_sum_and_overwrites_a_view(kind, extra, sparse):
     model = build(kind, extra)
@@ -216,16 +229,19 @@ def test_logistic_loss_is_exact_far_in_the_tails():
 @pytest.mark.parametrize(
     "model, labels",
     [
-        (LogisticRegression(2), [0, 1, -1]),
+        (LogisticRegression(2), [0, -1, 1]),
+        (LogisticRegression(2), [0.0, 2.0, 1.0]),
         (LinearSVM(2), [0, 2, 1]),
         (SoftmaxRegression(2, n_classes=3), [0, 3, 1]),
+        (SoftmaxRegression(2, n_classes=3), [0, -1, 1]),
         (SoftmaxRegression(2, n_classes=3), [0, 1.5, 1]),
     ],
 )
 def test_labels_outside_the_expected_set_are_rejected(model, labels):
-    X = np.ones((3, 2))
-    with pytest.raises(ValueError, match="labels"):
-        model.loss_sum(model.init_params(0), X, np.array(labels))
+    """Each dtype's check (int64 labels take the one-reduction path) names the bad label."""
+    X, y = np.ones((3, 2)), np.array(labels)
+    with pytest.raises(ValueError, match="labels.*got " + re.escape(repr(y[1]))):
+        model.loss_sum(model.init_params(0), X, y)
 
 
 def test_shape_mismatches_are_rejected_with_the_shapes():

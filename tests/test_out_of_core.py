@@ -105,6 +105,26 @@ def test_streamed_rows_read_what_memory_holds(data_file):
         X[0:16385]
 
 
+def test_chunks_read_in_order_reuse_two_buffers(data_file):
+    """A pass in row order reads into the same two arrays every time (no fresh chunk per
+    read), and a chunk stays valid until the chunk after the next is read."""
+    rows, held = rows_of(data_file, BUDGET, standardize=True), rows_of(data_file, None,
+                                                                     standardize=True)
+    X, expected, size = rows.shard.X, held.shard.X, rows.shard.X.chunk_rows
+    for _ in range(2):
+        first = X[0:size]
+        second = X[size:2 * size]
+        assert not np.shares_memory(first, second)
+        np.testing.assert_allclose(first, expected[:size], rtol=1e-12, atol=1e-12)
+        third = X[2 * size:3 * size]
+        assert np.shares_memory(first, third)
+        np.testing.assert_allclose(second, expected[size:2 * size], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(third, expected[2 * size:3 * size], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(X[[5, 3 * size]], expected[[5, 3 * size]], rtol=1e-12,
+                               atol=1e-12)  # a gather out of order copies: the chunks stay
+    np.testing.assert_allclose(third, expected[2 * size:3 * size], rtol=1e-12, atol=1e-12)
+
+
 def test_chunks_hold_whole_tiles_or_blocks():
     assert chunk_rows_for(64 << 20, 8, 8) == 131072  # 8 MiB of 64-byte rows: 8 tiles
     assert chunk_rows_for(1, 8, 8) == 16384  # never below one 1 MiB tile

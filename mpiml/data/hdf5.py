@@ -38,7 +38,15 @@ from .scan import (
     read_dtype,
     shown_value,
 )
-from .shard import CLASSIFICATION_TASKS, TASKS, DataError, MissingDataError, Shard, row_range
+from .shard import (
+    CLASSIFICATION_TASKS,
+    TASKS,
+    DataError,
+    MissingDataError,
+    Shard,
+    naming_read_errors,
+    row_range,
+)
 from .weights import check_weights
 
 CSR_MEMBERS = ("data", "indices", "indptr")
@@ -405,15 +413,17 @@ class LazyShard:
         with self._reading(self.y_name, lo, hi):
             return self._y[lo:hi]
 
-    def read_rows(self, lo: int, hi: int, check: bool = True
+    def read_rows(self, lo: int, hi: int, check: bool = True, out: np.ndarray | None = None
                   ) -> np.ndarray | scipy.sparse.csr_matrix:
         """Global rows ``[lo, hi)`` of X, read now; checked (finite, in range) unless dense
-        rows already checked (``check=False``: a later pass of streamed rows)."""
-        return self._read_csr(lo, hi) if self.sparse else self._read_dense(lo, hi, check)
+        rows already checked (``check=False``: a later pass of streamed rows). Dense rows go
+        into the first rows of ``out`` when given (a buffer reused from read to read)."""
+        return self._read_csr(lo, hi) if self.sparse else self._read_dense(lo, hi, check, out)
 
-    def _read_dense(self, lo: int, hi: int, check: bool = True) -> np.ndarray:
+    def _read_dense(self, lo: int, hi: int, check: bool, out: np.ndarray | None) -> np.ndarray:
         """Rows ``[lo, hi)`` of dense X, read and checked in slices of about CHUNK_BYTES."""
-        out = np.empty((hi - lo, self.n_features), dtype=self.dtype)
+        out = (np.empty((hi - lo, self.n_features), self.dtype) if out is None
+               else out[: hi - lo])
         step = max(1, CHUNK_BYTES // (self.n_features * self.dtype.itemsize))
         for begin in range(lo, hi, step):
             end = min(hi, begin + step)
@@ -470,7 +480,7 @@ class LazyShard:
 
     @contextmanager
     def _reading(self, name: str, lo: int, hi: int):
-        with _naming_read_errors(self.path, name, lo, hi):
+        with naming_read_errors(self.path, name, lo, hi):
             yield
         if self.progress is not None:
             self.progress()
@@ -488,13 +498,3 @@ class LazyShard:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-@contextmanager
-def _naming_read_errors(path: str, name: str, lo: int, hi: int):
-    """Turn h5py's OSError while reading rows into one that names the file, data set and rows."""
-    try:
-        yield
-    except OSError as exc:
-        raise OSError(f"{path}: cannot read global rows {lo}..{hi - 1} of '{name}' (truncated "
-                      f"or corrupt file?): {exc}") from exc

@@ -7,6 +7,7 @@ ranks get one extra row), in whole blocks of rows in reproducible mode.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,16 @@ class MissingDataError(DataError, KeyError):
     """A data set (or a member of a CSR group) named by the caller is not in the file."""
 
     __str__ = ValueError.__str__  # KeyError would print the message in quotes
+
+
+@contextmanager
+def naming_read_errors(path: str, name: str, lo: int, hi: int):
+    """Turn h5py's OSError while reading rows into one that names the file, data set and rows."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(f"{path}: cannot read global rows {lo}..{hi - 1} of '{name}' (truncated "
+                      f"or corrupt file?): {exc}") from exc
 
 
 def row_range(n_rows: int, rank: int, size: int, block_rows: int = 1) -> tuple[int, int]:
@@ -89,11 +100,12 @@ class Shard:
         """``(X[rows], y[rows], w[rows])`` for local row indices (e.g.
         :meth:`BatchPlan.local_rows`); None for labels or weights the shard does not have.
 
-        Dense rows are gathered with ``np.take``, about twice as fast as ``X[rows]`` on large
-        arrays (measured by scripts/bench_data.py); CSR and streamed rows
+        Dense rows are gathered with ``X.take``, about twice as fast as ``X[rows]`` on large
+        arrays (measured by scripts/bench_data.py; the method, not ``np.take``, whose wrapper
+        costs a microsecond a step on small batches); CSR and streamed rows
         (:class:`mpiml.data.stream.StreamedRows`, which reads them) by ``X[rows]``.
         """
-        X = np.take(self.X, rows, axis=0) if isinstance(self.X, np.ndarray) else self.X[rows]
+        X = self.X.take(rows, axis=0) if isinstance(self.X, np.ndarray) else self.X[rows]
         return (X, None if self.y is None else self.y[rows],
                 None if self.w is None else self.w[rows])
 

@@ -54,7 +54,13 @@ def chunk_rows_for(budget: int, n_features: int, itemsize: int, block_rows: int 
 class StreamedRows:
     """This rank's rows ``[lazy.start, lazy.stop)`` of dense X, read on demand (see the module
     docstring). ``shape``, ``dtype``, ``ndim`` and ``nbytes`` are those of the rows as they
-    would be held; ``chunk_rows`` bounds one read. Every row was checked finite when built."""
+    would be held; ``chunk_rows`` bounds one read. Every row was checked finite when built.
+
+    The chunks read ahead go into two buffers in turn, allocated once: a fresh chunk-sized
+    array per read cost page faults on every pass (glibc maps allocations over 32 MiB anew
+    each time; scripts/bench_out_of_core.py). So an array of rows read in row order stays
+    valid until the chunk after the next is read: a caller copies what it keeps longer (every
+    loop uses a chunk, or the rows it holds, before it reads on)."""
 
     ndim = 2
 
@@ -64,8 +70,11 @@ class StreamedRows:
         self.dtype = lazy.dtype
         self.scaler = None
         self._cached = (0, 0, None)  # rows [lo, hi) read ahead, and their values
+        rows = min(self.chunk_rows, self.shape[0])
+        self._buffers = [np.empty((rows, self.shape[1]), dtype=self.dtype) for _ in range(2)]
         for lo in range(0, self.shape[0], self.chunk_rows):  # check every value once
-            lazy.read_rows(lazy.start + lo, lazy.start + min(self.shape[0], lo + chunk_rows))
+            lazy.read_rows(lazy.start + lo, lazy.start + min(self.shape[0], lo + chunk_rows),
+                           out=self._buffers[0])
 
     @property
     def nbytes(self) -> int:
@@ -130,14 +139,15 @@ class StreamedRows:
                              "chunks (mpiml.data.stream.chunks)")
         if lo == 0 or (held is not None and lo == held_hi):
             end = min(self.shape[0], lo + self.chunk_rows)
-            self._cached = (lo, end, None)  # the last chunk is freed before the next is read
-            self._cached = (lo, end, self._read(lo, end))
+            self._buffers.reverse()  # the other buffer than the chunk held
+            self._cached = (lo, end, self._read(lo, end, self._buffers[0]))
             return self._cached[2][: hi - lo]
         return self._read(lo, hi)
 
-    def _read(self, lo: int, hi: int) -> np.ndarray:
+    def _read(self, lo: int, hi: int, out: np.ndarray | None = None) -> np.ndarray:
         start = self.lazy.start
-        rows = self.lazy.read_rows(start + lo, start + hi, check=False)  # checked when built
+        rows = self.lazy.read_rows(start + lo, start + hi, check=False,  # checked when built
+                                   out=out)
         return rows if self.scaler is None else apply_scaler(rows, *self.scaler)
 
 

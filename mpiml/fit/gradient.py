@@ -227,15 +227,14 @@ class GradientProblem:
         """Mean loss + penalty from reduced sums; the full gradient into ``grad_out``. A batch
         whose rows all weigh 0 contributes no loss and no gradient."""
         n = self.n
-        count = sums[n + 1]
-        penalty, penalty_grad = self.model.penalty(params)
+        count = float(sums[n + 1])
         if count > 0:
             np.divide(sums[:n], count, out=grad_out)
         else:
             grad_out[...] = 0.0
-        grad_out += penalty_grad
-        mean_loss = sums[n] / count if count > 0 else 0.0
-        return float(mean_loss + penalty + self.model.l1_penalty(params))
+        penalty = self.model.add_penalty(params, grad_out)
+        mean_loss = float(sums[n]) / count if count > 0 else 0.0
+        return mean_loss + penalty + self.model.l1_penalty(params)
 
     def objective(self, params, step: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
         """The full-batch objective at ``params``, its gradient and the reduced [stop,
@@ -246,12 +245,18 @@ class GradientProblem:
         return self.objective_from_sums(sums, params, grad), grad, sums[self.n + 2:].copy()
 
     def apply(self, sums, grad, optimizer, state, step: int) -> None:
-        """One update from reduced sums; remembers the batch objective and lr for the log."""
+        """One update from reduced sums; remembers the batch objective and lr for the log.
+
+        One pass over an array checks the step: every optimizer turns a non-finite gradient
+        entry into a non-finite parameter, so the gradient is looked at only to name the
+        culprit once the parameters are not finite (the same error as checking it first)."""
         self.last_objective = self.objective_from_sums(sums, self.params, grad)
-        self.check_finite(self.last_objective, step, grad)
+        if not math.isfinite(self.last_objective):
+            self.check_finite(self.last_objective, step)
         self.last_lr = optimizer.update(grad, state, self.params)
         self.model.prox(self.params, self.last_lr)
-        self.check_finite(self.last_objective, step)
+        if not np.isfinite(self.params).all():
+            self.check_finite(self.last_objective, step, grad)
 
     # -- evaluation ----------------------------------------------------------------------------
 

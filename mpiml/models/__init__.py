@@ -1,7 +1,7 @@
 """The models: pure numpy/scipy arithmetic on the rows one rank holds; no MPI, no run state.
 
 * parameter-vector models (one flat float64 vector each, so one step is one allreduce): the
-  generalised linear models and the MLP, sharing one interface (``loss_grad_sum``, ``penalty``,
+  generalised linear models and the MLP, sharing one interface (``loss_grad_sum``, ``add_penalty``,
   ``prox``, ``predict``, ``options``...) that the gradient loops, optimizers and checkpoints
   serve;
 * K-Means statistics (:mod:`.kmeans`), boosted trees as arrays (:mod:`.trees`,

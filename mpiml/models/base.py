@@ -37,13 +37,18 @@ def check_positive_int(name: str, value) -> int:
 
 def check_binary(y) -> np.ndarray:
     """``y`` as an array after checking that every label is 0 or 1 (ValueError naming the first
-    other one). int64 labels (what the data layer gives) take one comparison: viewed as
+    other one). int64 labels (what the data layer gives) take one reduction: viewed as
     unsigned, negative labels are huge."""
     y = np.asarray(y)
-    invalid = y.view(np.uint64) > 1 if y.dtype == np.int64 else (y != 0) & (y != 1)
-    if invalid.any():
-        raise ValueError(f"binary labels must be 0 or 1; got {y[np.argmax(invalid)]!r}")
-    return y
+    if y.dtype == np.int64:
+        if not y.size or y.view(np.uint64).max() <= 1:
+            return y
+        invalid = y.view(np.uint64) > 1
+    else:
+        invalid = (y != 0) & (y != 1)
+        if not invalid.any():
+            return y
+    raise ValueError(f"binary labels must be 0 or 1; got {y[np.argmax(invalid)]!r}")
 
 
 def binary_signs(y: np.ndarray) -> np.ndarray:
@@ -71,8 +76,12 @@ def check_sample_weight(sample_weight, n_rows: int) -> np.ndarray | None:
 
 
 def class_indices(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Labels 0..n_classes-1 of any numeric dtype as an index array; reject any other label."""
-    indices = np.asarray(y).astype(np.intp)
+    """Labels 0..n_classes-1 of any numeric dtype as an index array; reject any other label.
+    Index labels (what the data layer gives) take one reduction and no copy."""
+    y = np.asarray(y)
+    if y.dtype == np.intp and (not y.size or y.view(np.uintp).max() < n_classes):
+        return y
+    indices = y.astype(np.intp)
     invalid = (indices != y) | (indices < 0) | (indices >= n_classes)
     if invalid.any():
         raise ValueError(
@@ -256,13 +265,19 @@ class LinearModel:
     # -- regularisation ---------------------------------------------------------------------
 
     def penalty(self, params: np.ndarray) -> tuple[float, np.ndarray]:
-        """Smooth part of the penalty, ``0.5 * alpha * (1 - l1_ratio) * ||coef||^2``, and its
-        gradient (a new float64 vector of length ``n_params``; zero on the intercept)."""
-        strength = self.alpha * (1.0 - self.l1_ratio)
+        """Smooth part of the penalty and its gradient as a new vector (see
+        :meth:`add_penalty`)."""
         grad = np.zeros(self.n_params, dtype=np.float64)
+        return self.add_penalty(params, grad), grad
+
+    def add_penalty(self, params: np.ndarray, grad_out: np.ndarray) -> float:
+        """Smooth part of the penalty, ``0.5 * alpha * (1 - l1_ratio) * ||coef||^2``; adds its
+        gradient (zero on the intercept) to ``grad_out`` in place, so that the loop's step
+        allocates no vector of ``n_params`` for it."""
+        strength = self.alpha * (1.0 - self.l1_ratio)
         coef = params[: self._n_coef]
-        grad[: self._n_coef] = strength * coef
-        return 0.5 * strength * float(coef @ coef), grad
+        grad_out[: self._n_coef] += strength * coef
+        return 0.5 * strength * float(coef @ coef)
 
     def l1_penalty(self, params: np.ndarray) -> float:
         """Non-smooth part of the penalty, ``alpha * l1_ratio * ||coef||_1`` (for reporting J)."""

@@ -210,16 +210,17 @@ class MLP:
 
     # -- regularisation ---------------------------------------------------------------------
 
-    def penalty(self, params: np.ndarray) -> tuple[float, np.ndarray]:
-        """``0.5 * alpha * sum_l ||W_l||^2`` and its gradient ``alpha * W_l`` (zero on biases),
-        as a new float64 vector of length ``n_params``."""
-        grad = np.zeros(self.n_params, dtype=np.float64)
+    penalty = LinearModel.penalty
+
+    def add_penalty(self, params: np.ndarray, grad_out: np.ndarray) -> float:
+        """``0.5 * alpha * sum_l ||W_l||^2``; adds its gradient ``alpha * W_l`` (zero on
+        biases) to ``grad_out`` in place."""
         value = 0.0
-        for (weights, _), (weight_grad, _) in zip(self.layers(params), self.layers(grad),
+        for (weights, _), (weight_grad, _) in zip(self.layers(params), self.layers(grad_out),
                                                   strict=True):
             value += float(np.einsum("ij,ij->", weights, weights))
-            np.multiply(weights, self.alpha, out=weight_grad)
-        return 0.5 * self.alpha * value, grad
+            weight_grad += self.alpha * weights
+        return 0.5 * self.alpha * value
 
     def l1_penalty(self, params: np.ndarray) -> float:
         """No L1 term: 0.0 (interface of the linear models)."""
