@@ -80,6 +80,7 @@ def main() -> int:
     parser.add_argument("--budget-mib", type=int, default=64)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -104,6 +105,8 @@ def main() -> int:
         print("| case | in memory (rows/s) | streamed (rows/s) | ratio | ratio of CPU time | "
               "peak RSS in memory | peak RSS streamed |")
         print("|---|---|---|---|---|---|---|")
+        report = {"rows": args.rows, "features": args.features, "budget": budget,
+                  "passes": args.passes, "load": os.getloadavg()[0], "cases": {}}
         for family, label in (("logistic", "logistic full-batch pass"),
                               ("kmeans", "K-Means Lloyd iteration (k=8)")):
             results = []
@@ -113,10 +116,14 @@ def main() -> int:
                                      capture_output=True, check=True)
                 results.append(json.loads(job.stdout.strip().splitlines()[-1]))
             held, streamed = results
+            report["cases"][label] = {"in_memory": held, "streamed": streamed}
             print(f"| {label} | {held['rows_per_s']:,.0f} | {streamed['rows_per_s']:,.0f} | "
                   f"{held['rows_per_s'] / streamed['rows_per_s']:.2f} | "
                   f"{held['rows_per_cpu_s'] / streamed['rows_per_cpu_s']:.2f} | "
                   f"{held['peak_rss'] / 2**20:.0f} MiB | {streamed['peak_rss'] / 2**20:.0f} MiB |")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(report, out)
     return 0
 
 

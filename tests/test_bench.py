@@ -7,6 +7,7 @@ import sys
 from launch import ROOT, run
 
 BLOCKS = ("environment", "targets", "training", "kmeans-hgbt", "allreduce", "data", "checkpoint",
+          "out-of-core",
           "startup", "reproducible")
 
 
