@@ -125,13 +125,15 @@ def allreduce(
     size = comm.Get_size()
     if size == 1 or buf.size == 0:
         return buf
-    algorithm = resolve_algorithm(algorithm, buf, size, ring_threshold)
     flat = buf.reshape(-1)
-    if algorithm == "native":
+    # auto below the threshold is native at native's cost: the test inline, no call
+    if algorithm == "native" or (algorithm == "auto" and (buf.nbytes < ring_threshold
+                                                          or buf.size < size)):
         MPI = _mpi()
-        mpi_op = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
-        comm.Allreduce(MPI.IN_PLACE, flat, op=mpi_op)
-    elif algorithm == "ring":
+        comm.Allreduce(MPI.IN_PLACE, flat, op=getattr(MPI, op.upper()))
+        return buf
+    algorithm = resolve_algorithm(algorithm, buf, size, ring_threshold)
+    if algorithm == "ring":
         ring_allreduce(flat, comm, _NUMPY_OPS[op])
     else:
         _tree_allreduce(flat, comm, _NUMPY_OPS[op])
