@@ -44,7 +44,8 @@ def test_mpi_layer(mpi, nprocs, tmp_path):
 
 
 def test_collectives_at_five_ranks():
-    """Five ranks: a non-power-of-two count above 4 exercises the tree fix-up more."""
-    job = run_mpi(5, INNER[:-1] + [str(ROOT / "tests" / "mpi" / "test_collectives_mpi.py")],
-                  timeout=900)
+    """Five ranks: a non-power-of-two count above 4 exercises the tree fix-up more. (The ring's
+    bit-for-bit order test, 12 cases of many sizes, runs at 1-4 ranks; 3 is odd already.)"""
+    job = run_mpi(5, INNER[:-1] + [str(ROOT / "tests" / "mpi" / "test_collectives_mpi.py"),
+                                   "-k", "not documented_order"], timeout=900)
     assert not job.timed_out and job.returncode == 0, job.output[-8000:]

@@ -117,6 +117,7 @@ class StallWatchdog:
             stalled_for = now - self._last_beat
             if stalled_for >= patience:
                 self._abort(stalled_for, now)
+                return  # MPICH 5.0's MPI_Abort returns: never re-arm the abort's grace timer
 
     def _late_ranks(self, now: float, hosts: list[str] | None = None) -> str:
         """Which ranks hold the others up. Strongest evidence first: ranks gone silent or behind
@@ -146,8 +147,11 @@ class StallWatchdog:
             message += "; " + self._late_ranks(now, self.channel.hosts)
         sys.stderr.write(message + "; aborting the job\n")
         sys.stderr.flush()
-        # a stall may be a peer that died (ULFM does not always report one): leave accordingly
-        abort(self.channel.comm if self.channel is not None else self.comm, 1, rank_died=True)
+        # The run's communicator, not the heartbeats' duplicate: MPICH tells its launcher only
+        # of an abort of COMM_WORLD; on any other communicator it messages that communicator's
+        # ranks and exits, and hydra's mpiexec then waits for a partitioned host for good.
+        # A stall may be a peer that died (ULFM does not always report one): leave accordingly.
+        abort(self.comm, 1, rank_died=True)
 
 
 def placement(ranks, hosts: list[str]) -> str:
