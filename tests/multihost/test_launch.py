@@ -10,7 +10,6 @@ the bytes one rank reduced (``bytes_reduced`` of metrics.jsonl).
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,14 +17,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from launch import OMPI_PYTHON_VAR, ROOT, needs_openmpi, run, single_thread_env
+from launch import ROOT, needs_openmpi, run, single_thread_env
+from multihost_cluster import NETWORK_ENV
 
 PROGRAM = Path(__file__).with_name("on_hosts.py")
 RANKS = 4
 STEPS = 3 * 125  # 3 epochs of 4,000 rows in batches of 32
-#: The settings docs/multi-node.md gives for the simulated hosts, one set per MPI library.
-NETWORK_ENV = {"mpich": {"UCX_TLS": "tcp,self", "UCX_NET_DEVICES": "mpiml0"},
-               "openmpi": {"OMPI_MCA_btl_tcp_if_include": "mpiml0"}}
 
 
 @pytest.fixture(scope="module")
@@ -38,33 +35,17 @@ def data_file(tmp_path_factory) -> Path:
     return path
 
 
-def launch(cluster, mpi: str, args: list[str], env: dict[str, str]) -> list[str]:
-    """The argv that starts RANKS ranks of python ARGS on the cluster's hosts over its ssh."""
-    if mpi == "mpich":
-        python = Path(sys.executable)
-        return [str(python.parent / "mpiexec"), "-launcher", "ssh", "-launcher-exec",
-                str(cluster.ssh), "-f", str(cluster.prefix / "hostfile.mpich"), "-n", str(RANKS),
-                str(python), *args]
-    python = Path(os.environ[OMPI_PYTHON_VAR])
-    forward = [item for name in sorted(env) if name.startswith(("OMP_", "OPENBLAS_", "MKL_"))
-               for item in ("-x", name)]
-    return [str(python.parent / "mpirun"), "--mca", "plm_ssh_agent", str(cluster.ssh),
-            "--hostfile", str(cluster.prefix / "hostfile.openmpi"), "-n", str(RANKS), *forward,
-            str(python), *args]
-
-
 def train_on_hosts(cluster, mpi: str, data_file: Path, out_dir: Path, network_env: dict):
     """Train configs/quickstart.yaml on the hosts; returns (job, {rank: host}, bytes reduced,
     {host: (bytes in, bytes out)} during the job)."""
     env = {name: value for name, value in single_thread_env().items()
-           if not name.startswith(("UCX_", "FI_", "OMPI_MCA_btl"))}
-    env.update(network_env)
+           if not name.startswith(("UCX_", "FI_", "OMPI_MCA_btl"))} | network_env
     args = [str(PROGRAM), "configs/quickstart.yaml", "--quiet"]
     for item in (f"data.train={data_file}", f"data.test={data_file}", f"output.dir={out_dir}",
                  "train.epochs=3", "train.batch_size=32", "train.log_every=25"):
         args += ["--set", item]
     before = cluster.link_bytes()
-    job = run(launch(cluster, mpi, args, env), timeout=120, env=env)
+    job = run(cluster.launch(mpi, RANKS, args), timeout=120, env=env)
     after = cluster.link_bytes()
     assert not job.timed_out and job.returncode == 0, job.output[-4000:]
     hosts = {int(rank): host for rank, host in
