@@ -222,3 +222,38 @@ def test_the_bin_edge_sample_is_bounded_in_bytes(monkeypatch):
     layout = RowLayout(X, SELF, 0, 2000, "test")
     edges, offsets = boosting.bin_edges(X, layout, 32, 0, SELF)
     assert sent == [8 * 50 * 300] and len(offsets) == 51
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_sparse_nodes_histogrammed_together_give_the_same_trees(monkeypatch, task):
+    """Depth-wise growth histograms a tree's sparse nodes of a level in one pass; the model is
+    the same bits whether no node, the default ones or every node below the root is sparse."""
+    import types
+
+    import mpiml.models.tree_growth as growth
+    from mpiml.kernels import tree_kernels
+
+    loader, n_classes = ((datasets.load_breast_cancer, 2) if task == "binary"
+                         else (datasets.load_iris, 3))
+    X, y = loader(return_X_y=True)
+    kernels, unions = tree_kernels(), []
+
+    def counted(*args):
+        unions.append(len(args[1]))
+        kernels.union_histograms(*args)
+
+    monkeypatch.setattr(growth, "tree_kernels", lambda: types.SimpleNamespace(
+        node_histogram=kernels.node_histogram, root_histogram=kernels.root_histogram,
+        union_histograms=counted, partition_rows=kernels.partition_rows,
+        best_split=kernels.best_split))
+    models, default = {}, growth.SPARSE
+    for sparse in (10**9, default, 1):
+        monkeypatch.setattr(growth, "SPARSE", sparse)
+        unions.clear()
+        models[sparse] = fit_hgbt(X, y, SELF, task=task, n_classes=n_classes, n_estimators=3,
+                                  max_depth=5, max_leaf_nodes=None, min_samples_leaf=5).model
+        if sparse != default:
+            assert (len(unions) > 0) == (sparse == 1)
+    for model in models.values():
+        for key, array in models[1].items():
+            assert np.array_equal(model[key], array), key

@@ -1,7 +1,7 @@
 """The boosting kernels (mpiml/kernels) against their numpy references (in mpiml/models), bit
-for bit: node histograms of quantized gradients, the split search, the partition of a node's
-rows, and binning;
-and whole fits with the kernels off (MPIML_KERNELS=numpy) equal to fits with them."""
+for bit: node histograms of quantized gradients (a root's from every row, several sparse nodes'
+in one pass), the split search, the partition of a node's rows, and binning; and whole fits
+with the kernels off (MPIML_KERNELS=numpy) equal to fits with them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ import numpy as np
 import pytest
 
 from mpiml.kernels.binning import bin_rows
-from mpiml.kernels.histograms import best_split, node_histogram, partition_rows
+from mpiml.kernels.histograms import (
+    best_split,
+    node_histogram,
+    partition_rows,
+    root_histogram,
+    union_histograms,
+)
 from mpiml.models.tree_growth import best_split as best_split_reference
 from mpiml.models.tree_growth import node_histogram as node_histogram_reference
 from mpiml.models.tree_growth import partition_rows as partition_rows_reference
+from mpiml.models.tree_growth import root_histogram as root_histogram_reference
+from mpiml.models.tree_growth import union_histograms as union_histograms_reference
 from mpiml.models.trees import bin_rows as bin_rows_reference
 
 
@@ -35,8 +43,44 @@ def test_node_histogram_equals_bincounts_bit_for_bit(every_row):
     assert got[..., 2].sum() == 7 * len(rows)
 
 
-@pytest.mark.parametrize("l2, min_samples_leaf", [(0.0, 20), (1.0, 1), (0.5, 1600)])
-def test_best_split_equals_the_reference_bit_for_bit(l2, min_samples_leaf):
+def quantized(rng, n):
+    """Gradients and hessians as integers on a grid, as :func:`quantize_rows` makes them."""
+    return np.rint(rng.normal(size=n) * 2.0**40), np.rint(rng.random(n) * 2.0**40)
+
+
+@pytest.mark.parametrize("d", [7, 8])  # with and without features beyond the passes of four
+def test_root_histogram_equals_every_rows_node_histogram_bit_for_bit(d):
+    rng = np.random.default_rng(4)
+    binned = binned_rows(rng, d=d)
+    gradients, hessians = quantized(rng, len(binned))
+    got, want, reference = (np.zeros((d, 33, 3)) for _ in range(3))
+    root_histogram(binned, gradients, hessians, got)
+    node_histogram(binned, np.arange(len(binned)), gradients, hessians, want)
+    root_histogram_reference(binned, gradients, hessians, reference)
+    assert np.array_equal(got, want) and np.array_equal(got, reference)
+
+
+@pytest.mark.parametrize("d", [7, 8])
+def test_union_histograms_equal_each_nodes_histogram_bit_for_bit(d):
+    rng = np.random.default_rng(5)
+    binned = binned_rows(rng, d=d)
+    gradients, hessians = quantized(rng, len(binned))
+    owner = rng.integers(-1, 3, size=len(binned)).astype(np.int32)  # slots 0..2; -1: none
+    rows = np.flatnonzero(owner >= 0)
+    got, reference = np.zeros((3, d, 33, 3)), np.zeros((3, d, 33, 3))
+    union_histograms(binned, rows, owner[rows], gradients, hessians, got)
+    union_histograms_reference(binned, rows, owner[rows], gradients, hessians, reference)
+    assert np.array_equal(got, reference)
+    for slot in range(3):
+        want = np.zeros((d, 33, 3))
+        node_histogram(binned, np.flatnonzero(owner == slot), gradients, hessians, want)
+        assert np.array_equal(got[slot], want)
+
+
+@pytest.mark.parametrize("l2, min_samples_leaf, scales", [
+    (0.0, 20, (2.0**30, 2.0**30)), (1.0, 1, (2.0**30, 2.0**30)),
+    (0.5, 1600, (2.0**30, 2.0**30)), (1.0, 20, (2.0**45, 2.0**-3))])
+def test_best_split_equals_the_reference_bit_for_bit(l2, min_samples_leaf, scales):
     rng = np.random.default_rng(3)
     binned = binned_rows(rng)
     rows = np.arange(len(binned))
@@ -46,7 +90,7 @@ def test_best_split_equals_the_reference_bit_for_bit(l2, min_samples_leaf):
     node_histogram(binned, rows, gradients, hessians, hist)
     hist[4] = hist[2]  # an exact tie: the first feature wins
     totals = hist[0].sum(axis=0)
-    arguments = (hist, totals, 2.0**30, 2.0**30, min_samples_leaf, l2, 1e-3)
+    arguments = (hist, totals, *scales, min_samples_leaf, l2, 1e-3)
     gain, feature, split_bin, left = best_split(*arguments)
     want = best_split_reference(*arguments)
     assert (gain, feature, split_bin) == want[:3] and np.array_equal(left, want[3])

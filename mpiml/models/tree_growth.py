@@ -9,7 +9,9 @@ every node's rows are a contiguous range; a split partitions its node's range in
 of growth splits the chosen leaves, histograms the smaller child of each split (``(d, B, 3)``:
 gradient, hessian and row count per feature and bin), and ONE reduction -- the ``reduce_sum``
 the caller passes, an allreduce in the distributed fit (:mod:`mpiml.fit.boosting`) -- sums the
-step's histograms; the larger child's is its parent's minus the smaller one's. No MPI here.
+step's histograms; the larger child's is its parent's minus the smaller one's. A root's
+histogram reads every row in order; a tree's sparse nodes of a step share one pass over their
+rows (:data:`SPARSE`). No MPI here.
 Histograms, partitions and the split search run in the compiled kernels of
 :mod:`mpiml.kernels.histograms`, or in their numpy references here (:func:`node_histogram`,
 :func:`partition_rows`, :func:`best_split`) when the kernels are off. Because every entry is
@@ -31,6 +33,9 @@ from ..kernels import tree_kernels
 
 #: A child needs at least this hessian sum (scikit-learn's ``min_hessian_to_split``).
 MIN_CHILD_HESSIAN = 1e-3
+#: A node with fewer than ``1 / SPARSE`` of a rank's rows is sparse: its histogram costs about
+#: a full read of the bins, so a tree's sparse nodes of a step share one (:func:`_histograms`).
+SPARSE = 16
 
 
 @dataclass
@@ -97,7 +102,8 @@ class _Tree:
 @dataclass
 class _Job:
     """One histogram of a step's message: node ``built``'s rows; ``derived`` (-1: none) is its
-    sibling, whose histogram is ``parent_hist`` minus it. The flags say which may split."""
+    sibling, whose histogram is ``parent_hist`` minus it (in ``parent_hist``'s memory). The
+    flags say which may split."""
 
     tree: int
     built: int
@@ -177,11 +183,8 @@ def grow_round(binned: np.ndarray, n_bins: int, gradients: np.ndarray, hessians:
     split_any = True
     while split_any:  # a step: histograms of the last splits' children, then the next splits
         if jobs:
-            hist = np.zeros((len(jobs), binned.shape[1], n_bins, 3))
-            for slot, job in enumerate(jobs):
-                lo, hi = trees[job.tree].span[job.built]
-                compiled.node_histogram(binned, order[job.tree, lo:hi], gradients[job.tree],
-                                        hessians[job.tree], hist[slot])
+            hist = _histograms(binned, n_bins, jobs, trees, order, gradients, hessians,
+                               compiled)
             reduce_sum(hist)
             for leaf in _evaluate(jobs, hist, trees, params, compiled.best_split):
                 waiting[leaf.tree].append(leaf)
@@ -203,6 +206,37 @@ def grow_round(binned: np.ndarray, n_bins: int, gradients: np.ndarray, hessians:
     return [tree.arrays(params) for tree in trees], node_of
 
 
+def _histograms(binned, n_bins: int, jobs: list[_Job], trees: list[_Tree], order, gradients,
+                hessians, kernels) -> np.ndarray:
+    """This rank's histograms of a step's jobs, ``(jobs, d, B, 3)``: a root's from every row,
+    the sparse nodes of a tree (below ``1 / SPARSE`` of the rows; two or more) in one pass over
+    their rows, any other node on its own."""
+    n_rows = order.shape[1]
+    hist = np.zeros((len(jobs), binned.shape[1], n_bins, 3))
+    sparse: dict[int, list[int]] = {}
+    for slot, job in enumerate(jobs):
+        lo, hi = trees[job.tree].span[job.built]
+        if job.built == 0:  # the root: every row, in order
+            kernels.root_histogram(binned, gradients[job.tree], hessians[job.tree], hist[slot])
+        elif (hi - lo) * SPARSE < n_rows:
+            sparse.setdefault(job.tree, []).append(slot)
+        else:
+            kernels.node_histogram(binned, order[job.tree, lo:hi], gradients[job.tree],
+                                   hessians[job.tree], hist[slot])
+    for t, slots in sparse.items():
+        spans = [trees[t].span[jobs[slot].built] for slot in slots]
+        if len(slots) == 1:
+            kernels.node_histogram(binned, order[t, spans[0][0]:spans[0][1]], gradients[t],
+                                   hessians[t], hist[slots[0]])
+            continue
+        owner = np.full(n_rows, -1, dtype=np.int32)  # the slot of each row's node, or -1
+        for slot, (lo, hi) in zip(slots, spans, strict=True):
+            owner[order[t, lo:hi]] = slot
+        rows = np.flatnonzero(owner >= 0)
+        kernels.union_histograms(binned, rows, owner[rows], gradients[t], hessians[t], hist)
+    return hist
+
+
 def node_histogram(binned, rows, gradients, hessians, out) -> None:
     """Add the ``(gradient, hessian, 1)`` of ``rows`` to ``out[feature, bin]`` (d, B, 3): three
     ``np.bincount`` per feature (the numpy reference of the compiled kernel)."""
@@ -211,6 +245,18 @@ def node_histogram(binned, rows, gradients, hessians, out) -> None:
         bins = binned[rows, feature]
         for q, weights in enumerate((gradients[rows], hessians[rows], None)):
             out[feature, :, q] += np.bincount(bins, weights, n_bins)
+
+
+def root_histogram(binned, gradients, hessians, out) -> None:
+    """:func:`node_histogram` of every row (the numpy reference of the compiled kernel)."""
+    node_histogram(binned, np.arange(len(binned)), gradients, hessians, out)
+
+
+def union_histograms(binned, rows, slots, gradients, hessians, out) -> None:
+    """:func:`node_histogram` of each slot's rows into ``out[slot]`` (the numpy reference of
+    the compiled kernel)."""
+    for slot in np.unique(slots):
+        node_histogram(binned, rows[slots == slot], gradients, hessians, out[slot])
 
 
 def partition_rows(binned, rows, feature: int, split_bin: int, scratch) -> int:
@@ -227,7 +273,8 @@ def partition_rows(binned, rows, feature: int, split_bin: int, scratch) -> int:
 
 
 #: The numpy references, in the shape of :mod:`mpiml.kernels.histograms`.
-_REFERENCES = SimpleNamespace(node_histogram=node_histogram, partition_rows=partition_rows,
+_REFERENCES = SimpleNamespace(node_histogram=node_histogram, root_histogram=root_histogram,
+                              union_histograms=union_histograms, partition_rows=partition_rows,
                               best_split=best_split)
 
 
@@ -261,7 +308,9 @@ def _evaluate(jobs: list[_Job], hist: np.ndarray, trees: list[_Tree], params: Gr
         if job.built_may_split:
             nodes.append((job.tree, job.built, hist[slot]))
         if job.derived_may_split:
-            nodes.append((job.tree, job.derived, job.parent_hist - hist[slot]))
+            # the parent's histogram is needed no more: the sibling's takes its memory
+            nodes.append((job.tree, job.derived,
+                          np.subtract(job.parent_hist, hist[slot], out=job.parent_hist)))
     leaves = []
     for t, node, node_hist in sorted(nodes, key=lambda entry: entry[:2]):
         tree = trees[t]
