@@ -147,11 +147,19 @@ class StallWatchdog:
             message += "; " + self._late_ranks(now, self.channel.hosts)
         sys.stderr.write(message + "; aborting the job\n")
         sys.stderr.flush()
+        # An abort of COMM_WORLD has the launcher kill every process at once, and hydra may drop
+        # what they wrote and it has not forwarded yet: give the message time to get out.
+        time.sleep(OUTPUT_SECONDS)
         # The run's communicator, not the heartbeats' duplicate: MPICH tells its launcher only
         # of an abort of COMM_WORLD; on any other communicator it messages that communicator's
         # ranks and exits, and hydra's mpiexec then waits for a partitioned host for good.
         # A stall may be a peer that died (ULFM does not always report one): leave accordingly.
         abort(self.comm, 1, rank_died=True)
+
+
+#: Seconds between the watchdog's message and its abort (measured: without the wait, MPICH's
+#: hydra lost the message in 1 job of ~50 under CI).
+OUTPUT_SECONDS = 1.0
 
 
 def placement(ranks, hosts: list[str]) -> str:
