@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from ..comm import rank_and_size, world
 from ..comm.heartbeat import HeartbeatChannel
 from ..comm.spmd import abort
+from ..comm.ulfm import ulfm_available
 
 
 @contextmanager
@@ -148,8 +149,10 @@ class StallWatchdog:
         sys.stderr.write(message + "; aborting the job\n")
         sys.stderr.flush()
         # An abort of COMM_WORLD has the launcher kill every process at once, and hydra may drop
-        # what they wrote and it has not forwarded yet: give the message time to get out.
-        time.sleep(OUTPUT_SECONDS)
+        # what they wrote and it has not forwarded yet: give the message time to get out. (Under
+        # ULFM the process leaves at once instead, with its exit status: no launcher kill.)
+        if not ulfm_available():
+            time.sleep(OUTPUT_SECONDS)
         # The run's communicator, not the heartbeats' duplicate: MPICH tells its launcher only
         # of an abort of COMM_WORLD; on any other communicator it messages that communicator's
         # ranks and exits, and hydra's mpiexec then waits for a partitioned host for good.
